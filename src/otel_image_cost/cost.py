@@ -1,0 +1,319 @@
+"""The cost engine: plain data in, plain data out, `Decimal` USD (cost-model.md rules 1-4, 5 and 7).
+
+Nothing here knows about the SDK or OpenTelemetry, so every rule can be tested with literals.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from decimal import Decimal
+from types import MappingProxyType
+from typing import Final, TypeVar
+
+from genai_prices import Usage, calc_price
+
+from .prices import (
+    EstimateDefaults,
+    PerImageEstimate,
+    PerImageModelPrices,
+    PriceTable,
+    SizeFormulaEstimate,
+    TokenModelPrices,
+    TokenTableEstimate,
+)
+
+__all__ = [
+    "Cost",
+    "ImageGeneration",
+    "ImageTokenUsage",
+    "estimated_output_tokens",
+    "price_image_generation",
+    "price_text_model",
+    "split_cost",
+]
+
+_AUTO: Final = "auto"
+_SIZE_RE: Final = re.compile(r"([1-9]\d*)x([1-9]\d*)")
+# gpt-image-2+ size formula constants (cost-model.md): ceil(f * s * (2_000_000 + w*h) / 4_000_000).
+_FORMULA_PIXEL_OFFSET: Final = 2_000_000
+_FORMULA_DIVISOR: Final = 4_000_000
+# split_cost never works in a unit coarser than 1e-12 USD.
+_SPLIT_MAX_EXPONENT: Final = -12
+
+_T = TypeVar("_T")
+
+
+@dataclass(frozen=True, slots=True)
+class ImageTokenUsage:
+    """An image model's token usage exactly as a response reported it (None = field absent)."""
+
+    input_tokens: int
+    output_tokens: int
+    input_text_tokens: int | None = None  # input_tokens_details.text_tokens
+    input_image_tokens: int | None = None  # input_tokens_details.image_tokens
+    cached_tokens: int | None = None  # input_tokens_details.cached_tokens (bare count)
+    cached_text_tokens: int | None = None  # ...cached_tokens_details.cached_text_tokens
+    cached_image_tokens: int | None = None  # ...cached_tokens_details.cached_image_tokens
+    output_image_tokens: int | None = None  # output_tokens_details.image_tokens
+    output_text_tokens: int | None = None  # output_tokens_details.text_tokens
+
+
+@dataclass(frozen=True, slots=True)
+class ImageGeneration:
+    """What is priced: the images of one call (or of one Responses image item)."""
+
+    model: str | None  # image model to price; None = could not be resolved
+    quality: str | None  # effective quality (as reported, else requested, else None)
+    size: str | None  # effective size "WxH" or "auto" or None
+    images: int  # final images received (or n when nothing was received yet)
+    partial_images: int = 0  # partial images received while streaming
+    prompt_chars: int | None = None  # len(prompt) for estimating input text tokens
+    usage: ImageTokenUsage | None = None
+    unpriced_reason: str | None = (
+        None  # set by the caller when model is None: "no_model", "unknown_deployment"
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class Cost:
+    """A priced (or unpriceable) call; components add up to the total."""
+
+    source: str  # "usage" | "estimate" | "per_image" | "unknown"
+    # keys among: input_text, input_cached, input_image, output_image, output_text, partial_images, mainline
+    components: Mapping[str, Decimal]
+    pricing_version: str | None
+    unpriced_reason: str | None = None  # "unknown_model", "no_usage", "no_model", "missing_price", ...
+
+    @property
+    def total(self) -> Decimal | None:
+        """Sum of the components; None when the call could not be priced."""
+        if self.source == "unknown":
+            return None
+        return sum(self.components.values(), Decimal(0))
+
+
+class _Unpriceable(Exception):
+    """Raised inside the engine when a call cannot be priced; becomes a `source=unknown` Cost."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+# (component, count, USD per unit): the engine's internal bill of materials.
+_Line = tuple[str, int, Decimal | None]
+
+
+def price_image_generation(generation: ImageGeneration, prices: PriceTable) -> Cost:
+    """Price one call's images: reported usage, else an estimate, else per image; never a guess."""
+    try:
+        if generation.model is None:
+            raise _Unpriceable(generation.unpriced_reason or "no_model")
+        row = prices.lookup(generation.model)
+        if row is None:
+            raise _Unpriceable("unknown_model")
+        if isinstance(row, PerImageModelPrices):
+            return _bill("per_image", _per_image_lines(generation, row), prices.version)
+        if generation.usage is not None:
+            return _bill("usage", _usage_lines(generation.usage, row), prices.version)
+        return _bill("estimate", _estimate_lines(generation, row, prices.estimate_defaults), prices.version)
+    except _Unpriceable as unpriceable:
+        return Cost("unknown", MappingProxyType({}), prices.version, unpriceable.reason)
+
+
+def estimated_output_tokens(
+    model: str, quality: str | None, size: str | None, prices: PriceTable
+) -> int | None:
+    """Output tokens of one image as the estimate would count them (rule-7 weights); None if unknown."""
+    row = prices.lookup(model)
+    if not isinstance(row, TokenModelPrices):
+        return None
+    try:
+        units, unit_price = _image_output(row, quality, size, prices.estimate_defaults)
+    except _Unpriceable:
+        return None
+    if not isinstance(row.estimate, PerImageEstimate):
+        return units
+    # A per-image USD estimate is turned back into tokens at the model's image-output price.
+    if unit_price is None or not row.tokens.output_image:
+        return None
+    return math.ceil(unit_price / row.tokens.output_image)
+
+
+def price_text_model(
+    model: str, *, input_tokens: int, cached_tokens: int, output_tokens: int, service_tier: str | None = None
+) -> Decimal | None:
+    """The mainline model of a Responses call (rule 5), from genai-prices' bundled data (no network).
+
+    None when genai-prices does not know the model. Raises ValueError on inconsistent counts
+    (e.g. more cached tokens than input tokens).
+    """
+    usage = Usage(input_tokens=input_tokens, cache_read_tokens=cached_tokens, output_tokens=output_tokens)
+    try:
+        calculation = calc_price(
+            usage,
+            model,
+            provider_id="openai",
+            price_context={"service_tier": service_tier} if service_tier else None,
+        )
+    except LookupError:
+        return None
+    return calculation.total_price
+
+
+def split_cost(cost: Cost, weights: Sequence[int]) -> list[Cost]:
+    """Shares of `cost` proportional to `weights` (rule 7) whose components add up exactly to the whole.
+
+    Each component is split in units of 1e-12 USD (finer if the component itself is finer) by the
+    largest-remainder method; all-zero weights split equally.
+    """
+    if any(weight < 0 for weight in weights):
+        raise ValueError(f"weights must be >= 0, got {list(weights)}")
+    if not weights:
+        return []
+    effective = list(weights) if any(weights) else [1] * len(weights)
+    split_components = {name: _split_amount(amount, effective) for name, amount in cost.components.items()}
+    return [
+        Cost(
+            cost.source,
+            MappingProxyType({name: shares[index] for name, shares in split_components.items()}),
+            cost.pricing_version,
+            cost.unpriced_reason,
+        )
+        for index in range(len(effective))
+    ]
+
+
+def _split_amount(amount: Decimal, weights: Sequence[int]) -> list[Decimal]:
+    own_exponent = amount.as_tuple().exponent
+    if not isinstance(own_exponent, int):
+        raise ValueError(f"cannot split a non-finite amount {amount}")
+    exponent = min(own_exponent, _SPLIT_MAX_EXPONENT)
+    units = int(amount.scaleb(-exponent))
+    total_weight = sum(weights)
+    floors = [units * weight // total_weight for weight in weights]
+    leftover = units - sum(floors)
+    # Hand the leftover units to the largest remainders (earliest share first on ties).
+    by_remainder = sorted(range(len(weights)), key=lambda i: -(units * weights[i] % total_weight))
+    for index in by_remainder[:leftover]:
+        floors[index] += 1
+    return [Decimal(share).scaleb(exponent) for share in floors]
+
+
+def _bill(source: str, lines: Iterable[_Line], pricing_version: str) -> Cost:
+    components: dict[str, Decimal] = {}
+    for name, count, unit_price in lines:
+        if count <= 0:
+            continue
+        if unit_price is None:
+            raise _Unpriceable("missing_price")
+        components[name] = components.get(name, Decimal(0)) + count * unit_price
+    return Cost(source, MappingProxyType(components), pricing_version)
+
+
+def _usage_lines(usage: ImageTokenUsage, row: TokenModelPrices) -> list[_Line]:
+    """Rule 1: exactly the reported tokens; partial images are already included in them."""
+    prices = row.tokens
+    text_in, image_in = _pair(usage.input_tokens, usage.input_text_tokens, usage.input_image_tokens)
+    if usage.cached_text_tokens is None and usage.cached_image_tokens is None:
+        # A bare cached count is cached text up to the text count, the rest cached image.
+        bare = usage.cached_tokens or 0
+        cached_text = min(bare, text_in)
+        cached_image = min(bare - cached_text, image_in)
+    else:
+        cached_text = min(usage.cached_text_tokens or 0, text_in)
+        cached_image = min(usage.cached_image_tokens or 0, image_in)
+    image_out, text_out = _pair(usage.output_tokens, usage.output_image_tokens, usage.output_text_tokens)
+    if prices.text_output_as_image:
+        image_out, text_out = image_out + text_out, 0
+    return [
+        ("input_text", text_in - cached_text, prices.input_text),
+        ("input_cached", cached_text, prices.input_cached_text),
+        ("input_cached", cached_image, prices.input_cached_image),
+        ("input_image", image_in - cached_image, prices.input_image),
+        ("output_image", image_out, prices.output_image),
+        ("output_text", text_out, prices.output_text),
+    ]
+
+
+def _pair(total: int, first: int | None, second: int | None) -> tuple[int, int]:
+    """Split a reported total by its details; no details at all means it is all `first`."""
+    if first is None and second is None:
+        return total, 0
+    if first is None:
+        return max(total - (second or 0), 0), second or 0
+    if second is None:
+        return first, max(total - first, 0)
+    return first, second
+
+
+def _estimate_lines(
+    generation: ImageGeneration, row: TokenModelPrices, defaults: EstimateDefaults
+) -> list[_Line]:
+    """Rule 2: images x per-image output, partial previews, and the prompt's text tokens."""
+    units, unit_price = _image_output(row, generation.quality, generation.size, defaults)
+    prompt_tokens = math.ceil((generation.prompt_chars or 0) / defaults.prompt_chars_per_token)
+    return [
+        ("input_text", prompt_tokens, row.tokens.input_text),
+        ("output_image", generation.images * units, unit_price),
+        (
+            "partial_images",
+            generation.partial_images * defaults.partial_image_output_tokens,
+            row.tokens.output_image,
+        ),
+    ]
+
+
+def _image_output(
+    row: TokenModelPrices, quality: str | None, size: str | None, defaults: EstimateDefaults
+) -> tuple[int, Decimal | None]:
+    """One image's estimated output as (units, USD per unit): tokens, or one image at its USD price."""
+    rule = row.estimate
+    if rule is None:
+        raise _Unpriceable("no_usage")
+    quality = _resolved(quality, defaults.quality)
+    size = _resolved(size, defaults.size)
+    if isinstance(rule, TokenTableEstimate):
+        return _cell(rule.output_tokens_per_image, quality, size), row.tokens.output_image
+    if isinstance(rule, PerImageEstimate):
+        return 1, _cell(rule.usd_per_image, quality, size)
+    return _formula_tokens(rule, quality, size), row.tokens.output_image
+
+
+def _formula_tokens(rule: SizeFormulaEstimate, quality: str, size: str) -> int:
+    factor = rule.factors.get(quality)
+    if factor is None:
+        raise _Unpriceable("unknown_quality")
+    match = _SIZE_RE.fullmatch(size)
+    if match is None:
+        raise _Unpriceable("unknown_size")
+    width, height = int(match.group(1)), int(match.group(2))
+    short, long = sorted((width, height))
+    # round_half_up(factor * short / long) in exact integer arithmetic
+    scale = (2 * factor * short + long) // (2 * long)
+    return -(-factor * scale * (_FORMULA_PIXEL_OFFSET + width * height) // _FORMULA_DIVISOR)
+
+
+def _per_image_lines(generation: ImageGeneration, row: PerImageModelPrices) -> list[_Line]:
+    """Rule 3: DALL-E price list by quality and size, everything in `output_image`."""
+    quality = _resolved(generation.quality, row.default_quality)
+    size = _resolved(generation.size, row.default_size)
+    return [("output_image", generation.images, _cell(row.usd_per_image, quality, size))]
+
+
+def _resolved(value: str | None, default: str) -> str:
+    """`auto` or nothing reported: the table's default."""
+    return default if value is None or value == _AUTO else value
+
+
+def _cell(grid: Mapping[str, Mapping[str, _T]], quality: str, size: str) -> _T:
+    by_size = grid.get(quality)
+    if by_size is None:
+        raise _Unpriceable("unknown_quality")
+    value = by_size.get(size)
+    if value is None:
+        raise _Unpriceable("unknown_size")
+    return value
