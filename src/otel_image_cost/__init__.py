@@ -1,0 +1,7 @@
+"""OpenTelemetry instrumentation that prices every OpenAI image call, per user and tenant."""
+
+from .attribution import billing_context
+from .instrumentor import OpenAIImageCostInstrumentor
+from .version import __version__
+
+__all__ = ["OpenAIImageCostInstrumentor", "__version__", "billing_context"]

@@ -1,0 +1,327 @@
+"""One instrumented SDK call, from its start to its single end: span, cost and metrics.
+
+`TrackedCall` owns the lifecycle every call shares (span, clock, attribution, ending exactly
+once, failures); `ImagesCall` adds what the Images API asks and answers.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+from opentelemetry import context as otel_context
+from opentelemetry import trace
+from opentelemetry.trace import SpanKind, Status, StatusCode, Tracer
+
+from . import telemetry as t
+from .attribution import current_attribution
+from .config import Settings
+from .cost import Cost, ImageGeneration, price_image_generation
+from .extract import ImagesOutcome, ImagesStreamTally, image_request, images_response_outcome
+from .prices import PriceTable
+from .safety import swallowed
+
+# What the Images API documents when a call leaves quality or size out (DALL·E only; the GPT
+# image models default to `auto`, which the response then resolves).
+_DOCUMENTED_DEFAULTS = {"dall-e-2": ("standard", "1024x1024"), "dall-e-3": ("standard", "1024x1024")}
+_AUTO = "auto"
+_PRICE_FILE_ERROR = "price_file_error"
+
+
+@dataclass(frozen=True, slots=True)
+class Runtime:
+    """What every call needs, resolved once by `instrument()`."""
+
+    tracer: Tracer
+    instruments: t.Instruments
+    settings: Settings
+    prices: PriceTable | None  # None when the price file could not be loaded: costs stay unknown
+
+    def price(self, generation: ImageGeneration) -> Cost:
+        if self.prices is None:
+            return Cost(source="unknown", components={}, pricing_version=None, unpriced_reason=_PRICE_FILE_ERROR)
+        return price_image_generation(generation, self.prices)
+
+
+def client_of(resource: Any) -> Any:
+    """The `OpenAI` / `AzureOpenAI` client behind an SDK resource object."""
+    return getattr(resource, "_client", None)
+
+
+def is_azure(client: Any) -> bool:
+    return type(client).__name__ in ("AzureOpenAI", "AsyncAzureOpenAI")
+
+
+def server_of(client: Any) -> tuple[str | None, int | None]:
+    url = getattr(client, "base_url", None)
+    return getattr(url, "host", None) or None, getattr(url, "port", None)
+
+
+def resolve_image_model(
+    request_model: str | None,
+    *,
+    azure_deployment: str | None,
+    settings: Settings,
+    prices: PriceTable | None,
+) -> tuple[str | None, str | None, str | None]:
+    """(image model, `openai.image.model.source`, unpriced reason) for an Images API call.
+
+    `azure_deployment` is None for the OpenAI client; for Azure it is the deployment the call
+    goes to (the client's own deployment, else the `model` argument).
+    """
+    if azure_deployment is not None:
+        mapped = settings.azure_deployments.get(azure_deployment)
+        if mapped:
+            return mapped, "deployment_map", None
+        if prices is not None and prices.lookup(azure_deployment) is not None:
+            return azure_deployment, "request", None
+        return None, None, "unknown_deployment"
+    if request_model:
+        return request_model, "request", None
+    if settings.default_image_model:
+        return settings.default_image_model, "default", None
+    return None, None, "no_model"
+
+
+def effective(reported: str | None, requested: str | None, default: str | None) -> str:
+    """The contract's rule: reported, else requested, else documented default, else `auto`."""
+    return reported or requested or default or _AUTO
+
+
+class TrackedCall:
+    """The lifecycle shared by every instrumented call."""
+
+    def __init__(
+        self,
+        runtime: Runtime,
+        span_name: str,
+        attributes: t.Attributes,
+        *,
+        request_user: str | None,
+        client: Any,
+        streaming: bool,
+    ) -> None:
+        self.runtime = runtime
+        self.streaming = streaming
+        self.attributes = attributes
+        self.attribution = current_attribution(request_user)
+        self._ended = threading.Lock()
+        self._started = time.perf_counter()
+        host, port = server_of(client)
+        self._server_address = host
+        if host is not None:
+            attributes[t.SERVER_ADDRESS] = host
+            if port is not None:
+                attributes[t.SERVER_PORT] = port
+        self.span = runtime.tracer.start_span(
+            span_name, kind=SpanKind.CLIENT, attributes={**attributes, **self.attribution}
+        )
+
+    @contextmanager
+    def activated(self) -> Iterator[None]:
+        """Make the span current while the SDK sends the request (HTTP spans nest under it)."""
+        token = otel_context.attach(trace.set_span_in_context(self.span))
+        try:
+            yield
+        finally:
+            otel_context.detach(token)
+
+    @property
+    def ended(self) -> bool:
+        return self._ended.locked()
+
+    def observe_response(self, response: Any) -> None:
+        """The final response object (or its JSON) arrived."""
+
+    def observe_event(self, event: Any) -> None:
+        """One stream event passed on its way to the application."""
+
+    def fail(self, exc: BaseException) -> None:
+        """The SDK raised: record the failure, cost nothing, end the span."""
+        if not self._ended.acquire(blocking=False):
+            return
+        try:
+            with swallowed("fail"):
+                error_type = type(exc).__qualname__
+                self.span.set_attribute(t.ERROR_TYPE, error_type)
+                self.span.record_exception(exc)
+                self.span.set_status(Status(StatusCode.ERROR, str(exc) or error_type))
+                labels = {**self.metric_labels(), t.ERROR_TYPE: error_type}
+                t.record_failure(self.runtime.instruments, self._histogram_labels(labels), self.elapsed())
+        finally:
+            self.span.end()
+
+    def finish(self) -> None:
+        """The call is over (response read, stream ended, closed or dropped): record it once."""
+        if not self._ended.acquire(blocking=False):
+            return
+        try:
+            with swallowed(f"{type(self).__name__}.finish"):
+                self.record()
+        finally:
+            self.span.end()
+
+    def record(self) -> None:
+        """Set the span's result attributes and record the metrics (subclasses)."""
+
+    def elapsed(self) -> float:
+        return time.perf_counter() - self._started
+
+    def set_attributes(self, attributes: t.Attributes) -> None:
+        self.attributes.update(attributes)
+        self.span.set_attributes(attributes)
+
+    def metric_labels(self) -> dict[str, Any]:
+        """The bounded label set: call attributes of the contract plus the chosen attribution keys."""
+        labels = {key: self.attributes[key] for key in t.METRIC_CALL_KEYS if key in self.attributes}
+        for key in self.runtime.settings.metric_attributes:
+            if key in self.attribution:
+                labels[key] = self.attribution[key]
+        return labels
+
+    def _histogram_labels(self, labels: Mapping[str, Any]) -> dict[str, Any]:
+        if self._server_address is None:
+            return dict(labels)
+        return {**labels, t.SERVER_ADDRESS: self._server_address}
+
+    def measurements(
+        self,
+        *,
+        cost_parts: Mapping[str, Any],
+        images: int,
+        partial_images: int,
+        unpriced_reason: str | None,
+        tokens: tuple[tuple[str, str, int], ...],
+    ) -> t.CallMeasurements:
+        labels = self.metric_labels()
+        return t.CallMeasurements(
+            labels=labels,
+            cost_parts=cost_parts,
+            images=images,
+            partial_images=partial_images,
+            unpriced_reason=unpriced_reason,
+            tokens=tokens,
+            duration_s=self.elapsed(),
+            histogram_labels=self._histogram_labels(labels),
+        )
+
+
+class ImagesCall(TrackedCall):
+    """An `images.generate` / `edit` / `create_variation` call."""
+
+    def __init__(self, runtime: Runtime, operation: str, resource: Any, kwargs: Mapping[str, Any]) -> None:
+        self.request = request = image_request(operation, kwargs)
+        client = client_of(resource)
+        azure = is_azure(client)
+        deployment = (getattr(client, "_azure_deployment", None) or request.model) if azure else None
+        model, source, reason = resolve_image_model(
+            request.model, azure_deployment=deployment, settings=runtime.settings, prices=runtime.prices
+        )
+        self.image_model = model
+        self.unresolved_reason = reason
+        self._outcome: ImagesOutcome | None = None
+        self._tally: ImagesStreamTally | None = ImagesStreamTally() if request.stream else None
+        default_quality, default_size = _DOCUMENTED_DEFAULTS.get(model or "", (None, None))
+        attributes: t.Attributes = {
+            t.PROVIDER_NAME: t.PROVIDER_AZURE if azure else t.PROVIDER_OPENAI,
+            t.OPERATION_NAME: t.OPERATION_IMAGES,
+            t.OUTPUT_TYPE: t.OUTPUT_IMAGE,
+            t.IMAGE_OPERATION: operation,
+            t.IMAGE_N: request.n,
+            t.IMAGE_QUALITY: effective(None, request.quality, default_quality),
+            t.IMAGE_SIZE: effective(None, request.size, default_size),
+            t.IMAGE_STREAM: request.stream,
+        }
+        optional = {
+            t.REQUEST_MODEL: request.model,
+            t.IMAGE_MODEL: model,
+            t.IMAGE_MODEL_SOURCE: source,
+            t.IMAGE_PARTIAL_IMAGES_REQUESTED: request.partial_images,
+            t.IMAGE_BACKGROUND: request.background,
+            t.IMAGE_OUTPUT_FORMAT: request.output_format,
+            t.IMAGE_MODERATION: request.moderation,
+            t.IMAGE_INPUT_FIDELITY: request.input_fidelity,
+        }
+        attributes.update({key: value for key, value in optional.items() if value is not None})
+        if runtime.settings.capture_message_content and request.prompt is not None:
+            attributes[t.IMAGE_PROMPT] = request.prompt
+        span_name = f"{t.OPERATION_IMAGES} {request.model}" if request.model else t.OPERATION_IMAGES
+        super().__init__(
+            runtime, span_name, attributes, request_user=request.user, client=client, streaming=request.stream
+        )
+
+    def observe_response(self, response: Any) -> None:
+        if self.ended:
+            return
+        with swallowed("ImagesCall.observe_response"):
+            capture = self.runtime.settings.capture_message_content
+            self._outcome = images_response_outcome(response, capture_content=capture)
+
+    def observe_event(self, event: Any) -> None:
+        if self._tally is not None and not self.ended:
+            with swallowed("ImagesCall.observe_event"):
+                self._tally.add(event)
+
+    def record(self) -> None:
+        request = self.request
+        outcome = self._outcome or (self._tally.outcome() if self._tally is not None else None)
+        default_quality, default_size = _DOCUMENTED_DEFAULTS.get(self.image_model or "", (None, None))
+        received = outcome.images if outcome is not None else 0
+        quality = effective(outcome.quality if outcome else None, request.quality, default_quality)
+        size = effective(outcome.size if outcome else None, request.size, default_size)
+        partials = outcome.partial_images if outcome is not None else 0
+        usage = outcome.usage if outcome is not None else None
+        generation = ImageGeneration(
+            model=self.image_model,
+            quality=quality,
+            size=size,
+            images=received if outcome is not None else request.n,
+            partial_images=partials,
+            prompt_chars=len(request.prompt) if request.prompt is not None else None,
+            usage=usage,
+            unpriced_reason=self.unresolved_reason,
+        )
+        cost = self.runtime.price(generation)
+        attributes: t.Attributes = {
+            t.IMAGE_QUALITY: quality,
+            t.IMAGE_SIZE: size,
+            t.IMAGE_COUNT: received,
+            t.IMAGE_PARTIAL_IMAGES: partials,
+            **t.cost_attributes(cost),
+        }
+        if outcome is not None:
+            attributes.update(_outcome_attributes(outcome))
+        self.set_attributes(attributes)
+        tokens: tuple[tuple[str, str, int], ...] = ()
+        if usage is not None:
+            tokens = ((t.PART_IMAGE, "input", usage.input_tokens), (t.PART_IMAGE, "output", usage.output_tokens))
+        total = cost.total
+        t.record_success(
+            self.runtime.instruments,
+            self.measurements(
+                cost_parts={t.PART_IMAGE: total} if total is not None else {},
+                images=received,
+                partial_images=partials,
+                unpriced_reason=cost.unpriced_reason if total is None else None,
+                tokens=tokens,
+            ),
+        )
+
+
+def _outcome_attributes(outcome: ImagesOutcome) -> t.Attributes:
+    attributes: t.Attributes = {}
+    if outcome.background is not None:
+        attributes[t.IMAGE_BACKGROUND] = outcome.background
+    if outcome.output_format is not None:
+        attributes[t.IMAGE_OUTPUT_FORMAT] = outcome.output_format
+    if outcome.usage is not None:
+        attributes[t.USAGE_INPUT_TOKENS] = outcome.usage.input_tokens
+        attributes[t.USAGE_OUTPUT_TOKENS] = outcome.usage.output_tokens
+    attributes.update(t.usage_attributes(outcome.usage, outcome.usage_json))
+    if outcome.revised_prompts:
+        attributes[t.IMAGE_REVISED_PROMPTS] = list(outcome.revised_prompts)
+    return attributes

@@ -1,0 +1,108 @@
+"""Settings: environment variables, overridable by `instrument(...)` keyword arguments.
+
+A wrong value never stops the application: it is logged once, naming the setting and what it
+accepts, and the setting falls back to its safe default.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+
+logger = logging.getLogger(__name__)
+
+ENV_PRICES = "OTEL_IMAGE_COST_PRICES"
+ENV_METRIC_ATTRIBUTES = "OTEL_IMAGE_COST_METRIC_ATTRIBUTES"
+ENV_AZURE_DEPLOYMENTS = "OTEL_IMAGE_COST_AZURE_DEPLOYMENTS"
+ENV_DEFAULT_IMAGE_MODEL = "OTEL_IMAGE_COST_DEFAULT_IMAGE_MODEL"
+ENV_CAPTURE_CONTENT = "OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT"
+
+DEFAULT_METRIC_ATTRIBUTES = ("user.id", "tenant.id")
+
+_TRUE = frozenset({"true", "1", "yes", "on"})
+_FALSE = frozenset({"false", "0", "no", "off", ""})
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    """The plugin's configuration, resolved once at `instrument()` time."""
+
+    prices_path: str | None = None
+    metric_attributes: tuple[str, ...] = DEFAULT_METRIC_ATTRIBUTES
+    azure_deployments: Mapping[str, str] = field(default_factory=dict)
+    default_image_model: str | None = None
+    capture_message_content: bool = False
+
+
+def load_settings(overrides: Mapping[str, object], environ: Mapping[str, str] = os.environ) -> Settings:
+    """Settings from `environ`, with `instrument()` keyword arguments taking precedence."""
+
+    def pick(key: str, env: str) -> object:
+        return overrides[key] if overrides.get(key) is not None else environ.get(env)
+
+    return Settings(
+        prices_path=_optional_text(pick("prices_path", ENV_PRICES)),
+        metric_attributes=_attribute_keys(pick("metric_attributes", ENV_METRIC_ATTRIBUTES)),
+        azure_deployments=_deployments(pick("azure_deployments", ENV_AZURE_DEPLOYMENTS)),
+        default_image_model=_optional_text(pick("default_image_model", ENV_DEFAULT_IMAGE_MODEL)),
+        capture_message_content=_flag(pick("capture_message_content", ENV_CAPTURE_CONTENT)),
+    )
+
+
+def _optional_text(value: object) -> str | None:
+    if value is None:
+        return None
+    text = str(value).strip()
+    return text or None
+
+
+def _attribute_keys(value: object) -> tuple[str, ...]:
+    if value is None:
+        return DEFAULT_METRIC_ATTRIBUTES
+    items: Iterable[object] = value.split(",") if isinstance(value, str) else _iterable(value)
+    keys = tuple(dict.fromkeys(str(item).strip() for item in items if str(item).strip()))
+    if isinstance(value, str) and not keys and value.strip():
+        _reject(ENV_METRIC_ATTRIBUTES, value, "comma-separated attribute keys, e.g. 'user.id,tenant.id'")
+        return DEFAULT_METRIC_ATTRIBUTES
+    return keys
+
+
+def _iterable(value: object) -> Iterable[object]:
+    if isinstance(value, Iterable):
+        return value
+    _reject(ENV_METRIC_ATTRIBUTES, value, "a list of attribute keys or a comma-separated string")
+    return DEFAULT_METRIC_ATTRIBUTES
+
+
+def _deployments(value: object) -> dict[str, str]:
+    if value is None:
+        return {}
+    if isinstance(value, Mapping):
+        return {str(name).strip(): str(model).strip() for name, model in value.items()}
+    mapping: dict[str, str] = {}
+    for entry in str(value).split(","):
+        if not entry.strip():
+            continue
+        name, sep, model = entry.partition("=")
+        if not sep or not name.strip() or not model.strip():
+            _reject(ENV_AZURE_DEPLOYMENTS, entry, "'deployment=model' pairs separated by commas")
+            continue
+        mapping[name.strip()] = model.strip()
+    return mapping
+
+
+def _flag(value: object) -> bool:
+    if value is None or isinstance(value, bool):
+        return bool(value)
+    text = str(value).strip().lower()
+    if text in _TRUE:
+        return True
+    if text not in _FALSE:
+        _reject(ENV_CAPTURE_CONTENT, value, "'true' or 'false'; prompts stay off")
+    return False
+
+
+def _reject(setting: str, value: object, accepted: str) -> None:
+    logger.warning("otel-image-cost: ignoring %s=%r: expected %s", setting, value, accepted)

@@ -1,0 +1,227 @@
+"""Facts about an image call, read from its request arguments and its response.
+
+Pure functions over plain data: a response may be an SDK model or the same JSON as a dict, so
+everything here is tested on recorded payloads without the SDK. Nothing keeps a reference to
+a payload: only counts and short strings leave this module.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from .cost import ImageTokenUsage
+
+GENERATE = "generate"
+EDIT = "edit"
+VARIATION = "variation"
+
+_PARTIAL_EVENT_SUFFIX = ".partial_image"
+_COMPLETED_EVENT_SUFFIX = ".completed"
+
+
+def field(obj: Any, name: str) -> Any:
+    """`obj[name]` for a dict, `obj.name` for an SDK model; None when absent."""
+    if obj is None:
+        return None
+    if isinstance(obj, Mapping):
+        return obj.get(name)
+    return getattr(obj, name, None)
+
+
+def _int(value: Any) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+def _text(value: Any) -> str | None:
+    if value is None:
+        return None
+    text = getattr(value, "value", value)  # tolerate enums
+    return str(text) if text != "" else None
+
+
+def _given(kwargs: Mapping[str, Any], name: str) -> Any:
+    """A request argument, treating the SDK's `omit` / `NOT_GIVEN` sentinels as absent."""
+    value = kwargs.get(name)
+    if value is None or type(value).__name__ in ("Omit", "NotGiven"):
+        return None
+    return value
+
+
+@dataclass(frozen=True, slots=True)
+class ImageRequest:
+    """What an Images API call asked for."""
+
+    operation: str
+    model: str | None
+    n: int
+    quality: str | None
+    size: str | None
+    background: str | None
+    output_format: str | None
+    moderation: str | None
+    input_fidelity: str | None
+    partial_images: int | None
+    stream: bool
+    user: str | None
+    prompt: str | None
+
+
+def image_request(operation: str, kwargs: Mapping[str, Any]) -> ImageRequest:
+    """Read an `images.generate` / `edit` / `create_variation` call's keyword arguments."""
+    prompt = _given(kwargs, "prompt")
+    return ImageRequest(
+        operation=operation,
+        model=_text(_given(kwargs, "model")),
+        n=_int(_given(kwargs, "n")) or 1,
+        quality=_text(_given(kwargs, "quality")),
+        size=_text(_given(kwargs, "size")),
+        background=_text(_given(kwargs, "background")),
+        output_format=_text(_given(kwargs, "output_format")),
+        moderation=_text(_given(kwargs, "moderation")),
+        input_fidelity=_text(_given(kwargs, "input_fidelity")),
+        partial_images=_int(_given(kwargs, "partial_images")),
+        stream=_given(kwargs, "stream") is True,
+        user=_text(_given(kwargs, "safety_identifier")) or _text(_given(kwargs, "user")),
+        prompt=prompt if isinstance(prompt, str) else None,
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class ImagesOutcome:
+    """What an Images API response (or a whole stream of events) reported."""
+
+    images: int
+    partial_images: int = 0
+    quality: str | None = None
+    size: str | None = None
+    background: str | None = None
+    output_format: str | None = None
+    usage: ImageTokenUsage | None = None
+    usage_json: str | None = None
+    revised_prompts: tuple[str, ...] = ()
+
+
+def image_token_usage(usage: Any) -> ImageTokenUsage | None:
+    """An image model's usage object (Images API or Responses `tool_usage.image_gen`)."""
+    input_tokens = _int(field(usage, "input_tokens"))
+    output_tokens = _int(field(usage, "output_tokens"))
+    if input_tokens is None or output_tokens is None:
+        return None
+    input_details = field(usage, "input_tokens_details")
+    cached_details = field(input_details, "cached_tokens_details")
+    output_details = field(usage, "output_tokens_details")
+    return ImageTokenUsage(
+        input_tokens=input_tokens,
+        output_tokens=output_tokens,
+        input_text_tokens=_int(field(input_details, "text_tokens")),
+        input_image_tokens=_int(field(input_details, "image_tokens")),
+        cached_tokens=_int(field(input_details, "cached_tokens")),
+        cached_text_tokens=_int(field(cached_details, "cached_text_tokens")),
+        cached_image_tokens=_int(field(cached_details, "cached_image_tokens")),
+        output_image_tokens=_int(field(output_details, "image_tokens")),
+        output_text_tokens=_int(field(output_details, "text_tokens")),
+    )
+
+
+def compact_json(obj: Any) -> str | None:
+    """A usage object as compact JSON, keeping exactly the fields the response carried."""
+    if obj is None:
+        return None
+    if hasattr(obj, "model_dump"):
+        obj = obj.model_dump(mode="json", exclude_unset=True)
+    return json.dumps(obj, separators=(",", ":"), sort_keys=False)
+
+
+def add_usage(a: ImageTokenUsage | None, b: ImageTokenUsage | None) -> ImageTokenUsage | None:
+    """Sum two usages (a stream reports one per image); a detail absent from either stays absent."""
+    if a is None or b is None:
+        return a or b
+
+    def total(x: int | None, y: int | None) -> int | None:
+        return None if x is None or y is None else x + y
+
+    return ImageTokenUsage(
+        input_tokens=a.input_tokens + b.input_tokens,
+        output_tokens=a.output_tokens + b.output_tokens,
+        input_text_tokens=total(a.input_text_tokens, b.input_text_tokens),
+        input_image_tokens=total(a.input_image_tokens, b.input_image_tokens),
+        cached_tokens=total(a.cached_tokens, b.cached_tokens),
+        cached_text_tokens=total(a.cached_text_tokens, b.cached_text_tokens),
+        cached_image_tokens=total(a.cached_image_tokens, b.cached_image_tokens),
+        output_image_tokens=total(a.output_image_tokens, b.output_image_tokens),
+        output_text_tokens=total(a.output_text_tokens, b.output_text_tokens),
+    )
+
+
+def images_response_outcome(response: Any, *, capture_content: bool = False) -> ImagesOutcome:
+    """Read an `ImagesResponse` (or its JSON)."""
+    data = field(response, "data") or ()
+    usage = field(response, "usage")
+    revised: tuple[str, ...] = ()
+    if capture_content:
+        revised = tuple(p for p in (field(item, "revised_prompt") for item in data) if isinstance(p, str))
+    return ImagesOutcome(
+        images=len(data),
+        quality=_text(field(response, "quality")),
+        size=_text(field(response, "size")),
+        background=_text(field(response, "background")),
+        output_format=_text(field(response, "output_format")),
+        usage=image_token_usage(usage),
+        usage_json=compact_json(usage),
+        revised_prompts=revised,
+    )
+
+
+class ImagesStreamTally:
+    """Counts an Images API stream's events as they pass: partials, final images, usage."""
+
+    __slots__ = ("_usage_json", "background", "images", "output_format", "partial_images", "quality", "size",
+                 "usage")
+
+    def __init__(self) -> None:
+        self.images = 0
+        self.partial_images = 0
+        self.quality: str | None = None
+        self.size: str | None = None
+        self.background: str | None = None
+        self.output_format: str | None = None
+        self.usage: ImageTokenUsage | None = None
+        self._usage_json: list[str] = []
+
+    def add(self, event: Any) -> None:
+        kind = field(event, "type")
+        if not isinstance(kind, str):
+            return
+        if kind.endswith(_PARTIAL_EVENT_SUFFIX):
+            self.partial_images += 1
+        elif kind.endswith(_COMPLETED_EVENT_SUFFIX):
+            self.images += 1
+            usage = field(event, "usage")
+            if usage is not None:
+                self.usage = add_usage(self.usage, image_token_usage(usage))
+                self._usage_json.append(compact_json(usage) or "null")
+        else:
+            return
+        self.quality = _text(field(event, "quality")) or self.quality
+        self.size = _text(field(event, "size")) or self.size
+        self.background = _text(field(event, "background")) or self.background
+        self.output_format = _text(field(event, "output_format")) or self.output_format
+
+    def outcome(self) -> ImagesOutcome:
+        usage_json = None
+        if self._usage_json:
+            joined = ",".join(self._usage_json)
+            usage_json = joined if len(self._usage_json) == 1 else f"[{joined}]"
+        return ImagesOutcome(
+            images=self.images,
+            partial_images=self.partial_images,
+            quality=self.quality,
+            size=self.size,
+            background=self.background,
+            output_format=self.output_format,
+            usage=self.usage,
+            usage_json=usage_json,
+        )

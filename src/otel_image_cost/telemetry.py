@@ -1,0 +1,190 @@
+"""The telemetry contract: attribute names, instruments, and how one finished call is recorded.
+
+Names follow `shared/telemetry-contract.md`; dashboards and alert rules depend on them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from decimal import Decimal
+
+from opentelemetry.metrics import Counter, Histogram, Meter
+from opentelemetry.semconv._incubating.metrics.gen_ai_metrics import (
+    create_gen_ai_client_operation_duration,
+    create_gen_ai_client_token_usage,
+)
+from opentelemetry.util.types import AttributeValue
+
+from .cost import Cost, ImageTokenUsage
+
+# Semantic-convention names (GenAI).
+PROVIDER_NAME = "gen_ai.provider.name"
+OPERATION_NAME = "gen_ai.operation.name"
+OUTPUT_TYPE = "gen_ai.output.type"
+REQUEST_MODEL = "gen_ai.request.model"
+RESPONSE_MODEL = "gen_ai.response.model"
+RESPONSE_ID = "gen_ai.response.id"
+USAGE_INPUT_TOKENS = "gen_ai.usage.input_tokens"
+USAGE_OUTPUT_TOKENS = "gen_ai.usage.output_tokens"
+USAGE_COST = "gen_ai.usage.cost"
+TOKEN_TYPE = "gen_ai.token.type"
+TOOL_NAME = "gen_ai.tool.name"
+TOOL_CALL_ID = "gen_ai.tool.call.id"
+SERVER_ADDRESS = "server.address"
+SERVER_PORT = "server.port"
+ERROR_TYPE = "error.type"
+
+# Image-specific names.
+IMAGE_OPERATION = "openai.image.operation"
+IMAGE_MODEL = "openai.image.model"
+IMAGE_MODEL_SOURCE = "openai.image.model.source"
+IMAGE_QUALITY = "openai.image.quality"
+IMAGE_SIZE = "openai.image.size"
+IMAGE_N = "openai.image.n"
+IMAGE_COUNT = "openai.image.count"
+IMAGE_PARTIAL_IMAGES = "openai.image.partial_images"
+IMAGE_PARTIAL_IMAGES_REQUESTED = "openai.image.partial_images.requested"
+IMAGE_BACKGROUND = "openai.image.background"
+IMAGE_OUTPUT_FORMAT = "openai.image.output_format"
+IMAGE_MODERATION = "openai.image.moderation"
+IMAGE_ACTION = "openai.image.action"
+IMAGE_INPUT_FIDELITY = "openai.image.input_fidelity"
+IMAGE_STREAM = "openai.image.stream"
+IMAGE_USAGE_RAW = "openai.image.usage.raw"
+IMAGE_COST_SOURCE = "openai.image.cost.source"
+IMAGE_COST_PRICING_VERSION = "openai.image.cost.pricing_version"
+IMAGE_COST_PART = "openai.image.cost.part"
+IMAGE_UNPRICED_REASON = "openai.image.unpriced.reason"
+IMAGE_PROMPT = "openai.image.prompt"
+IMAGE_REVISED_PROMPTS = "openai.image.revised_prompts"
+
+COST_COMPONENT_PREFIX = "openai.image.cost."
+USAGE_PREFIX = "openai.image.usage."
+
+PROVIDER_OPENAI = "openai"
+PROVIDER_AZURE = "azure.ai.openai"
+OPERATION_IMAGES = "generate_content"
+OPERATION_RESPONSES = "chat"
+OUTPUT_IMAGE = "image"
+PART_IMAGE = "image"
+PART_MAINLINE = "mainline"
+
+# The bounded set of call attributes that may become metric labels (plus the chosen attribution).
+METRIC_CALL_KEYS = (
+    PROVIDER_NAME,
+    OPERATION_NAME,
+    REQUEST_MODEL,
+    IMAGE_MODEL,
+    IMAGE_OPERATION,
+    IMAGE_QUALITY,
+    IMAGE_SIZE,
+    IMAGE_COST_SOURCE,
+)
+
+Attributes = dict[str, AttributeValue]
+
+
+def usage_attributes(usage: ImageTokenUsage | None, usage_json: str | None) -> Attributes:
+    """The `openai.image.usage.*` billing breakdown, where the response gave it."""
+    if usage is None:
+        return {}
+    breakdown = {
+        "input_text_tokens": usage.input_text_tokens,
+        "input_image_tokens": usage.input_image_tokens,
+        "cached_input_tokens": _cached_total(usage),
+        "output_image_tokens": usage.output_image_tokens,
+        "output_text_tokens": usage.output_text_tokens,
+    }
+    attributes: Attributes = {USAGE_PREFIX + name: value for name, value in breakdown.items() if value is not None}
+    if usage_json is not None:
+        attributes[IMAGE_USAGE_RAW] = usage_json
+    return attributes
+
+
+def _cached_total(usage: ImageTokenUsage) -> int | None:
+    if usage.cached_text_tokens is not None or usage.cached_image_tokens is not None:
+        return (usage.cached_text_tokens or 0) + (usage.cached_image_tokens or 0)
+    return usage.cached_tokens
+
+
+def cost_attributes(cost: Cost) -> Attributes:
+    """`openai.image.cost.*` components and source; `gen_ai.usage.cost` when the call is priced."""
+    attributes: Attributes = {IMAGE_COST_SOURCE: cost.source}
+    if cost.pricing_version is not None:
+        attributes[IMAGE_COST_PRICING_VERSION] = cost.pricing_version
+    total = cost.total
+    if total is not None:
+        for name, value in cost.components.items():
+            attributes[COST_COMPONENT_PREFIX + name] = float(value)
+        attributes[USAGE_COST] = float(total)
+    if cost.unpriced_reason is not None:
+        attributes[IMAGE_UNPRICED_REASON] = cost.unpriced_reason
+    return attributes
+
+
+@dataclass(frozen=True, slots=True)
+class Instruments:
+    """The metric instruments of the contract, created once per meter."""
+
+    cost: Counter
+    generated: Counter
+    partial_images: Counter
+    unpriced: Counter
+    token_usage: Histogram
+    duration: Histogram
+
+    @classmethod
+    def create(cls, meter: Meter) -> Instruments:
+        return cls(
+            cost=meter.create_counter(
+                "openai.image.cost", unit="USD", description="Estimated cost of OpenAI image calls"
+            ),
+            generated=meter.create_counter(
+                "openai.image.generated", unit="{image}", description="Final images received"
+            ),
+            partial_images=meter.create_counter(
+                "openai.image.partial_images", unit="{image}", description="Partial images received while streaming"
+            ),
+            unpriced=meter.create_counter(
+                "openai.image.unpriced", unit="{call}", description="Image calls whose cost could not be estimated"
+            ),
+            token_usage=create_gen_ai_client_token_usage(meter),
+            duration=create_gen_ai_client_operation_duration(meter),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class CallMeasurements:
+    """Everything the metrics need from one finished call."""
+
+    labels: Mapping[str, AttributeValue]
+    cost_parts: Mapping[str, Decimal]
+    images: int
+    partial_images: int
+    unpriced_reason: str | None
+    tokens: tuple[tuple[str, str, int], ...]  # (cost part, token type, count)
+    duration_s: float
+    histogram_labels: Mapping[str, AttributeValue]
+
+
+def record_success(instruments: Instruments, m: CallMeasurements) -> None:
+    """Record a call that returned: every counter once, and the histograms."""
+    for part, amount in m.cost_parts.items():
+        instruments.cost.add(float(amount), {**m.labels, IMAGE_COST_PART: part})
+    if m.images:
+        instruments.generated.add(m.images, m.labels)
+    if m.partial_images:
+        instruments.partial_images.add(m.partial_images, m.labels)
+    if m.unpriced_reason is not None:
+        instruments.unpriced.add(1, {**m.labels, IMAGE_UNPRICED_REASON: m.unpriced_reason})
+    for part, token_type, count in m.tokens:
+        instruments.token_usage.record(
+            count, {**m.histogram_labels, IMAGE_COST_PART: part, TOKEN_TYPE: token_type}
+        )
+    instruments.duration.record(m.duration_s, m.histogram_labels)
+
+
+def record_failure(instruments: Instruments, labels: Mapping[str, AttributeValue], duration_s: float) -> None:
+    """A call the SDK failed costs nothing: only its duration is recorded, with `error.type`."""
+    instruments.duration.record(duration_s, labels)

@@ -1,0 +1,109 @@
+"""Shared fixtures: the real OpenTelemetry SDK with in-memory exporters, the bundled local
+OpenAI-compatible server on loopback, and real `openai` clients pointed at it."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import openai
+import pytest
+from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+from otel_image_cost import OpenAIImageCostInstrumentor
+
+ROOT = Path(__file__).resolve().parent.parent
+RECORDED = ROOT.parent / "shared" / "fixtures" / "recorded"
+sys.path.insert(0, str(ROOT / "examples"))
+
+
+class Telemetry:
+    """What the plugin emitted, read back from the in-memory exporters."""
+
+    def __init__(self) -> None:
+        self.span_exporter = InMemorySpanExporter()
+        self.tracer_provider = TracerProvider()
+        self.tracer_provider.add_span_processor(SimpleSpanProcessor(self.span_exporter))
+        self.metric_reader = InMemoryMetricReader()
+        self.meter_provider = MeterProvider(metric_readers=[self.metric_reader])
+
+    def spans(self) -> list[ReadableSpan]:
+        return list(self.span_exporter.get_finished_spans())
+
+    def span(self) -> ReadableSpan:
+        """The one span a test expects."""
+        spans = self.spans()
+        assert len(spans) == 1, [s.name for s in spans]
+        return spans[0]
+
+    def points(self, name: str) -> list[tuple[dict[str, Any], Any]]:
+        """(attributes, point) for every data point of metric `name`."""
+        data = self.metric_reader.get_metrics_data()
+        found: list[tuple[dict[str, Any], Any]] = []
+        for resource_metrics in data.resource_metrics if data else ():
+            for scope_metrics in resource_metrics.scope_metrics:
+                for metric in scope_metrics.metrics:
+                    if metric.name == name:
+                        found.extend((dict(p.attributes or {}), p) for p in metric.data.data_points)
+        return found
+
+    def sums(self, name: str) -> list[tuple[dict[str, Any], float]]:
+        return [(attributes, point.value) for attributes, point in self.points(name)]
+
+    def total(self, name: str, **where: Any) -> float:
+        """Sum of a counter over the points whose attributes match `where` (dots as `__`)."""
+        wanted = {key.replace("__", "."): value for key, value in where.items()}
+        return sum(
+            value
+            for attributes, value in self.sums(name)
+            if all(attributes.get(k) == v for k, v in wanted.items())
+        )
+
+
+@pytest.fixture
+def telemetry() -> Telemetry:
+    return Telemetry()
+
+
+@pytest.fixture
+def instrument(telemetry: Telemetry) -> Iterator[Callable[..., OpenAIImageCostInstrumentor]]:
+    """Instrument with the test's providers (and any settings); always uninstrument after."""
+    instrumentor = OpenAIImageCostInstrumentor()
+
+    def start(**settings: Any) -> OpenAIImageCostInstrumentor:
+        instrumentor.instrument(
+            tracer_provider=telemetry.tracer_provider, meter_provider=telemetry.meter_provider, **settings
+        )
+        return instrumentor
+
+    yield start
+    instrumentor.uninstrument()
+
+
+@pytest.fixture
+def instrumented(instrument: Callable[..., OpenAIImageCostInstrumentor]) -> OpenAIImageCostInstrumentor:
+    return instrument()
+
+
+@pytest.fixture(scope="session")
+def server() -> Iterator[Any]:
+    from local_openai_server import LocalOpenAIServer
+
+    with LocalOpenAIServer() as running:
+        yield running
+
+
+@pytest.fixture
+def client(server: Any) -> openai.OpenAI:
+    return openai.OpenAI(base_url=server.base_url, api_key="sk-test", max_retries=0)
+
+
+@pytest.fixture
+def async_client(server: Any) -> openai.AsyncOpenAI:
+    return openai.AsyncOpenAI(base_url=server.base_url, api_key="sk-test", max_retries=0)
