@@ -1,0 +1,74 @@
+"""Settings from the environment and from `instrument()` keyword arguments."""
+
+from __future__ import annotations
+
+import logging
+
+import pytest
+
+from otel_image_cost.config import DEFAULT_METRIC_ATTRIBUTES, Settings, load_settings
+
+
+def test_defaults() -> None:
+    assert load_settings({}, environ={}) == Settings()
+    assert Settings().metric_attributes == ("user.id", "tenant.id")
+
+
+def test_environment() -> None:
+    settings = load_settings(
+        {},
+        environ={
+            "OTEL_IMAGE_COST_PRICES": "/etc/prices.yaml",
+            "OTEL_IMAGE_COST_METRIC_ATTRIBUTES": " tenant.id , plan ,tenant.id",
+            "OTEL_IMAGE_COST_AZURE_DEPLOYMENTS": "draw=gpt-image-1, hd = dall-e-3",
+            "OTEL_IMAGE_COST_DEFAULT_IMAGE_MODEL": "gpt-image-1.5",
+            "OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT": "TRUE",
+        },
+    )
+    assert settings == Settings(
+        prices_path="/etc/prices.yaml",
+        metric_attributes=("tenant.id", "plan"),
+        azure_deployments={"draw": "gpt-image-1", "hd": "dall-e-3"},
+        default_image_model="gpt-image-1.5",
+        capture_message_content=True,
+    )
+
+
+def test_keyword_arguments_override_environment() -> None:
+    settings = load_settings(
+        {"metric_attributes": ["user.id"], "azure_deployments": {"d": "gpt-image-2"}, "capture_message_content": False},
+        environ={
+            "OTEL_IMAGE_COST_METRIC_ATTRIBUTES": "tenant.id",
+            "OTEL_IMAGE_COST_AZURE_DEPLOYMENTS": "x=y",
+            "OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT": "true",
+        },
+    )
+    assert settings.metric_attributes == ("user.id",)
+    assert settings.azure_deployments == {"d": "gpt-image-2"}
+    assert settings.capture_message_content is False
+
+
+def test_empty_metric_attributes_means_no_attribution_on_metrics() -> None:
+    assert load_settings({"metric_attributes": []}, environ={}).metric_attributes == ()
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "field", "expected", "message"),
+    [
+        ("OTEL_IMAGE_COST_AZURE_DEPLOYMENTS", "good=gpt-image-1,broken", "azure_deployments",
+         {"good": "gpt-image-1"}, "'deployment=model' pairs"),
+        ("OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT", "sometimes", "capture_message_content", False,
+         "'true' or 'false'"),
+        ("OTEL_IMAGE_COST_METRIC_ATTRIBUTES", " , ,", "metric_attributes", DEFAULT_METRIC_ATTRIBUTES,
+         "comma-separated attribute keys"),
+    ],
+)
+def test_bad_values_are_logged_with_the_setting_name_and_fall_back(
+    caplog: pytest.LogCaptureFixture, variable: str, value: str, field: str, expected: object, message: str
+) -> None:
+    with caplog.at_level(logging.WARNING, logger="otel_image_cost"):
+        settings = load_settings({}, environ={variable: value})
+    assert getattr(settings, field) == expected
+    assert len(caplog.records) == 1
+    assert variable in caplog.records[0].getMessage()
+    assert message in caplog.records[0].getMessage()
