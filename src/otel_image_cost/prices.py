@@ -181,7 +181,11 @@ def _snapshot_base(model: str) -> str | None:
 
 
 def load_price_table(override_path: str | None = None) -> PriceTable:
-    """The built-in table, with rows of `override_path` (YAML or JSON, same schema) replacing or adding."""
+    """The built-in table, with rows of `override_path` (YAML or JSON, same schema) replacing or adding.
+
+    With an override, the version names the file and a hash of its bytes (the override's own optional
+    `version` is not trusted for that: the hash changes whenever the prices do).
+    """
     builtin = resources.files("otel_image_cost").joinpath("prices.yaml")
     base = _Document.parse(_Source(str(builtin)), yaml.safe_load(builtin.read_text(encoding="utf-8")), True)
     override = _read_override(override_path) if override_path is not None else None
