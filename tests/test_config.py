@@ -36,7 +36,11 @@ def test_environment() -> None:
 
 def test_keyword_arguments_override_environment() -> None:
     settings = load_settings(
-        {"metric_attributes": ["user.id"], "azure_deployments": {"d": "gpt-image-2"}, "capture_message_content": False},
+        {
+            "metric_attributes": ["user.id"],
+            "azure_deployments": {"d": "gpt-image-2"},
+            "capture_message_content": False,
+        },
         environ={
             "OTEL_IMAGE_COST_METRIC_ATTRIBUTES": "tenant.id",
             "OTEL_IMAGE_COST_AZURE_DEPLOYMENTS": "x=y",
@@ -55,12 +59,27 @@ def test_empty_metric_attributes_means_no_attribution_on_metrics() -> None:
 @pytest.mark.parametrize(
     ("variable", "value", "field", "expected", "message"),
     [
-        ("OTEL_IMAGE_COST_AZURE_DEPLOYMENTS", "good=gpt-image-1,broken", "azure_deployments",
-         {"good": "gpt-image-1"}, "'deployment=model' pairs"),
-        ("OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT", "sometimes", "capture_message_content", False,
-         "'true' or 'false'"),
-        ("OTEL_IMAGE_COST_METRIC_ATTRIBUTES", " , ,", "metric_attributes", DEFAULT_METRIC_ATTRIBUTES,
-         "comma-separated attribute keys"),
+        (
+            "OTEL_IMAGE_COST_AZURE_DEPLOYMENTS",
+            "good=gpt-image-1,broken",
+            "azure_deployments",
+            {"good": "gpt-image-1"},
+            "'deployment=model' pairs",
+        ),
+        (
+            "OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT",
+            "sometimes",
+            "capture_message_content",
+            False,
+            "'true' or 'false'",
+        ),
+        (
+            "OTEL_IMAGE_COST_METRIC_ATTRIBUTES",
+            " , ,",
+            "metric_attributes",
+            DEFAULT_METRIC_ATTRIBUTES,
+            "comma-separated attribute keys",
+        ),
     ],
 )
 def test_bad_values_are_logged_with_the_setting_name_and_fall_back(

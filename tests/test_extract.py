@@ -5,9 +5,9 @@ from __future__ import annotations
 import json
 
 import pytest
+from conftest import RECORDED
 from openai.types import ImagesResponse
 
-from conftest import RECORDED
 from otel_image_cost.cost import ImageTokenUsage
 from otel_image_cost.extract import (
     ImagesOutcome,
@@ -27,8 +27,17 @@ def test_request_arguments_and_sdk_sentinels() -> None:
 
     request = image_request(
         "generate",
-        {"prompt": "a cat", "model": "gpt-image-1", "n": 3, "quality": NOT_GIVEN, "size": omit,
-         "partial_images": 2, "stream": True, "user": "u", "safety_identifier": "s"},
+        {
+            "prompt": "a cat",
+            "model": "gpt-image-1",
+            "n": 3,
+            "quality": NOT_GIVEN,
+            "size": omit,
+            "partial_images": 2,
+            "stream": True,
+            "user": "u",
+            "safety_identifier": "s",
+        },
     )
     assert (request.model, request.n, request.quality, request.size) == ("gpt-image-1", 3, None, None)
     assert (request.partial_images, request.stream, request.user, request.prompt) == (2, True, "s", "a cat")
@@ -46,8 +55,12 @@ def test_edit_response_with_full_details() -> None:
         background="opaque",
         output_format="png",
         usage=ImageTokenUsage(
-            input_tokens=478, output_tokens=8320, input_text_tokens=90, input_image_tokens=388,
-            output_image_tokens=8320, output_text_tokens=0,
+            input_tokens=478,
+            output_tokens=8320,
+            input_text_tokens=90,
+            input_image_tokens=388,
+            output_image_tokens=8320,
+            output_text_tokens=0,
         ),
         usage_json=json.dumps(recording["response"]["usage"], separators=(",", ":")),
     )
@@ -64,13 +77,23 @@ def test_2025_shape_without_output_details() -> None:
 
 def test_cached_details_are_read_where_present() -> None:
     usage = {
-        "input_tokens": 300, "output_tokens": 100,
-        "input_tokens_details": {"text_tokens": 100, "image_tokens": 200, "cached_tokens": 150,
-                                 "cached_tokens_details": {"cached_text_tokens": 50, "cached_image_tokens": 100}},
+        "input_tokens": 300,
+        "output_tokens": 100,
+        "input_tokens_details": {
+            "text_tokens": 100,
+            "image_tokens": 200,
+            "cached_tokens": 150,
+            "cached_tokens_details": {"cached_text_tokens": 50, "cached_image_tokens": 100},
+        },
     }
     assert image_token_usage(usage) == ImageTokenUsage(
-        input_tokens=300, output_tokens=100, input_text_tokens=100, input_image_tokens=200, cached_tokens=150,
-        cached_text_tokens=50, cached_image_tokens=100,
+        input_tokens=300,
+        output_tokens=100,
+        input_text_tokens=100,
+        input_image_tokens=200,
+        cached_tokens=150,
+        cached_text_tokens=50,
+        cached_image_tokens=100,
     )
     assert image_token_usage({"output_tokens": 1}) is None
 
@@ -92,19 +115,33 @@ def test_sdk_model_and_plain_json_give_the_same_outcome(name: str) -> None:
     assert from_model.usage_json is not None or from_json.usage_json is None
     assert json.loads(from_model.usage_json or "null") == json.loads(from_json.usage_json or "null")
     assert (from_model.images, from_model.quality, from_model.size, from_model.revised_prompts) == (
-        from_json.images, from_json.quality, from_json.size, from_json.revised_prompts
+        from_json.images,
+        from_json.quality,
+        from_json.size,
+        from_json.revised_prompts,
     )
 
 
 def _event(kind: str, **fields: object) -> dict[str, object]:
-    base = {"type": kind, "b64_json": "AAAA", "background": "opaque", "created_at": 1, "output_format": "png",
-            "quality": "high", "size": "1024x1024"}
+    base = {
+        "type": kind,
+        "b64_json": "AAAA",
+        "background": "opaque",
+        "created_at": 1,
+        "output_format": "png",
+        "quality": "high",
+        "size": "1024x1024",
+    }
     return {**base, **fields}
 
 
 def test_stream_tally_counts_partials_and_sums_per_image_usage() -> None:
-    usage = {"input_tokens": 10, "output_tokens": 4260, "total_tokens": 4270,
-             "input_tokens_details": {"text_tokens": 10, "image_tokens": 0}}
+    usage = {
+        "input_tokens": 10,
+        "output_tokens": 4260,
+        "total_tokens": 4270,
+        "input_tokens_details": {"text_tokens": 10, "image_tokens": 0},
+    }
     tally = ImagesStreamTally()
     for event in (
         _event("image_generation.partial_image", partial_image_index=0),
@@ -115,7 +152,12 @@ def test_stream_tally_counts_partials_and_sums_per_image_usage() -> None:
     ):
         tally.add(event)
     outcome = tally.outcome()
-    assert (outcome.images, outcome.partial_images, outcome.quality, outcome.size) == (2, 2, "high", "1024x1024")
+    assert (outcome.images, outcome.partial_images, outcome.quality, outcome.size) == (
+        2,
+        2,
+        "high",
+        "1024x1024",
+    )
     assert outcome.usage == ImageTokenUsage(
         input_tokens=20, output_tokens=8520, input_text_tokens=20, input_image_tokens=0
     )
@@ -126,9 +168,17 @@ def test_stream_tally_counts_partials_and_sums_per_image_usage() -> None:
 def test_edit_stream_events_count_the_same_way() -> None:
     tally = ImagesStreamTally()
     tally.add(_event("image_edit.partial_image", partial_image_index=0))
-    tally.add(_event("image_edit.completed", quality="medium",
-                     usage={"input_tokens": 5, "output_tokens": 1156,
-                            "input_tokens_details": {"text_tokens": 5, "image_tokens": 0}}))
+    tally.add(
+        _event(
+            "image_edit.completed",
+            quality="medium",
+            usage={
+                "input_tokens": 5,
+                "output_tokens": 1156,
+                "input_tokens_details": {"text_tokens": 5, "image_tokens": 0},
+            },
+        )
+    )
     outcome = tally.outcome()
     assert (outcome.images, outcome.partial_images, outcome.quality) == (1, 1, "medium")
     assert outcome.usage is not None and outcome.usage.output_tokens == 1156

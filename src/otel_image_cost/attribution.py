@@ -25,7 +25,7 @@ _billing: ContextVar[Mapping[str, str]] = ContextVar("otel_image_cost_billing", 
 _F = TypeVar("_F", bound=Callable[..., Any])
 
 
-class billing_context:  # noqa: N801 - used like a function: `with billing_context(user_id=...)`
+class billing_context:
     """Attribute the image calls made inside it to a user, a tenant and custom attributes.
 
     Works as `with` / `async with` block and as a decorator of sync and async functions.

@@ -8,14 +8,16 @@ from __future__ import annotations
 
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from decimal import Decimal
 from typing import Any
 
 from opentelemetry import context as otel_context
 from opentelemetry import trace
-from opentelemetry.trace import SpanKind, Status, StatusCode, Tracer
+from opentelemetry.trace import Span, SpanKind, Status, StatusCode, Tracer
 
 from . import telemetry as t
 from .attribution import current_attribution
@@ -32,6 +34,27 @@ _AUTO = "auto"
 _PRICE_FILE_ERROR = "price_file_error"
 
 
+class PricedResponses:
+    """The ids of responses already priced, so a background response polled again, or a stream
+    resumed, is never counted twice. Bounded: the oldest ids are forgotten first."""
+
+    def __init__(self, capacity: int = 10_000) -> None:
+        self._ids: OrderedDict[str, None] = OrderedDict()
+        self._capacity = capacity
+        self._lock = threading.Lock()
+
+    def first_time(self, response_id: str | None) -> bool:
+        if response_id is None:
+            return True
+        with self._lock:
+            if response_id in self._ids:
+                return False
+            self._ids[response_id] = None
+            if len(self._ids) > self._capacity:
+                self._ids.popitem(last=False)
+            return True
+
+
 @dataclass(frozen=True, slots=True)
 class Runtime:
     """What every call needs, resolved once by `instrument()`."""
@@ -40,10 +63,14 @@ class Runtime:
     instruments: t.Instruments
     settings: Settings
     prices: PriceTable | None  # None when the price file could not be loaded: costs stay unknown
+    default_tool_model: str | None = None  # the Responses image tool's default, as the SDK documents it
+    priced_responses: PricedResponses = field(default_factory=PricedResponses)
 
     def price(self, generation: ImageGeneration) -> Cost:
         if self.prices is None:
-            return Cost(source="unknown", components={}, pricing_version=None, unpriced_reason=_PRICE_FILE_ERROR)
+            return Cost(
+                source="unknown", components={}, pricing_version=None, unpriced_reason=_PRICE_FILE_ERROR
+            )
         return price_image_generation(generation, self.prices)
 
 
@@ -93,7 +120,12 @@ def effective(reported: str | None, requested: str | None, default: str | None) 
 
 
 class TrackedCall:
-    """The lifecycle shared by every instrumented call."""
+    """The lifecycle shared by every instrumented call.
+
+    The span normally starts with the call. A `deferred` call (a `responses.retrieve`, which
+    may or may not concern images) opens its span only when the response shows it does, with
+    the call's real start time.
+    """
 
     def __init__(
         self,
@@ -104,26 +136,39 @@ class TrackedCall:
         request_user: str | None,
         client: Any,
         streaming: bool,
+        deferred: bool = False,
     ) -> None:
         self.runtime = runtime
         self.streaming = streaming
         self.attributes = attributes
         self.attribution = current_attribution(request_user)
+        self.span_name = span_name
         self._ended = threading.Lock()
         self._started = time.perf_counter()
+        self.started_ns = time.time_ns()
         host, port = server_of(client)
         self._server_address = host
         if host is not None:
             attributes[t.SERVER_ADDRESS] = host
             if port is not None:
                 attributes[t.SERVER_PORT] = port
-        self.span = runtime.tracer.start_span(
-            span_name, kind=SpanKind.CLIENT, attributes={**attributes, **self.attribution}
+        self.span: Span | None = None if deferred else self.open_span()
+
+    def open_span(self) -> Span:
+        self.span = self.runtime.tracer.start_span(
+            self.span_name,
+            kind=SpanKind.CLIENT,
+            attributes={**self.attributes, **self.attribution},
+            start_time=self.started_ns,
         )
+        return self.span
 
     @contextmanager
     def activated(self) -> Iterator[None]:
         """Make the span current while the SDK sends the request (HTTP spans nest under it)."""
+        if self.span is None:
+            yield
+            return
         token = otel_context.attach(trace.set_span_in_context(self.span))
         try:
             yield
@@ -142,7 +187,7 @@ class TrackedCall:
 
     def fail(self, exc: BaseException) -> None:
         """The SDK raised: record the failure, cost nothing, end the span."""
-        if not self._ended.acquire(blocking=False):
+        if not self._ended.acquire(blocking=False) or self.span is None:
             return
         try:
             with swallowed("fail"):
@@ -163,7 +208,8 @@ class TrackedCall:
             with swallowed(f"{type(self).__name__}.finish"):
                 self.record()
         finally:
-            self.span.end()
+            if self.span is not None:
+                self.span.end()
 
     def record(self) -> None:
         """Set the span's result attributes and record the metrics (subclasses)."""
@@ -173,7 +219,8 @@ class TrackedCall:
 
     def set_attributes(self, attributes: t.Attributes) -> None:
         self.attributes.update(attributes)
-        self.span.set_attributes(attributes)
+        if self.span is not None:
+            self.span.set_attributes(attributes)
 
     def metric_labels(self) -> dict[str, Any]:
         """The bounded label set: call attributes of the contract plus the chosen attribution keys."""
@@ -191,10 +238,10 @@ class TrackedCall:
     def measurements(
         self,
         *,
-        cost_parts: Mapping[str, Any],
+        cost_parts: Mapping[str, tuple[Decimal, str]],
         images: int,
         partial_images: int,
-        unpriced_reason: str | None,
+        unpriced_reasons: tuple[str, ...],
         tokens: tuple[tuple[str, str, int], ...],
     ) -> t.CallMeasurements:
         labels = self.metric_labels()
@@ -203,7 +250,7 @@ class TrackedCall:
             cost_parts=cost_parts,
             images=images,
             partial_images=partial_images,
-            unpriced_reason=unpriced_reason,
+            unpriced_reasons=unpriced_reasons,
             tokens=tokens,
             duration_s=self.elapsed(),
             histogram_labels=self._histogram_labels(labels),
@@ -298,15 +345,18 @@ class ImagesCall(TrackedCall):
         self.set_attributes(attributes)
         tokens: tuple[tuple[str, str, int], ...] = ()
         if usage is not None:
-            tokens = ((t.PART_IMAGE, "input", usage.input_tokens), (t.PART_IMAGE, "output", usage.output_tokens))
+            tokens = (
+                (t.PART_IMAGE, "input", usage.input_tokens),
+                (t.PART_IMAGE, "output", usage.output_tokens),
+            )
         total = cost.total
         t.record_success(
             self.runtime.instruments,
             self.measurements(
-                cost_parts={t.PART_IMAGE: total} if total is not None else {},
+                cost_parts={t.PART_IMAGE: (total, cost.source)} if total is not None else {},
                 images=received,
                 partial_images=partials,
-                unpriced_reason=cost.unpriced_reason if total is None else None,
+                unpriced_reasons=(cost.unpriced_reason,) if total is None and cost.unpriced_reason else (),
                 tokens=tokens,
             ),
         )

@@ -31,18 +31,18 @@ def field(obj: Any, name: str) -> Any:
     return getattr(obj, name, None)
 
 
-def _int(value: Any) -> int | None:
+def integer(value: Any) -> int | None:
     return value if isinstance(value, int) and not isinstance(value, bool) else None
 
 
-def _text(value: Any) -> str | None:
+def text(value: Any) -> str | None:
     if value is None:
         return None
     text = getattr(value, "value", value)  # tolerate enums
     return str(text) if text != "" else None
 
 
-def _given(kwargs: Mapping[str, Any], name: str) -> Any:
+def given(kwargs: Mapping[str, Any], name: str) -> Any:
     """A request argument, treating the SDK's `omit` / `NOT_GIVEN` sentinels as absent."""
     value = kwargs.get(name)
     if value is None or type(value).__name__ in ("Omit", "NotGiven"):
@@ -71,20 +71,20 @@ class ImageRequest:
 
 def image_request(operation: str, kwargs: Mapping[str, Any]) -> ImageRequest:
     """Read an `images.generate` / `edit` / `create_variation` call's keyword arguments."""
-    prompt = _given(kwargs, "prompt")
+    prompt = given(kwargs, "prompt")
     return ImageRequest(
         operation=operation,
-        model=_text(_given(kwargs, "model")),
-        n=_int(_given(kwargs, "n")) or 1,
-        quality=_text(_given(kwargs, "quality")),
-        size=_text(_given(kwargs, "size")),
-        background=_text(_given(kwargs, "background")),
-        output_format=_text(_given(kwargs, "output_format")),
-        moderation=_text(_given(kwargs, "moderation")),
-        input_fidelity=_text(_given(kwargs, "input_fidelity")),
-        partial_images=_int(_given(kwargs, "partial_images")),
-        stream=_given(kwargs, "stream") is True,
-        user=_text(_given(kwargs, "safety_identifier")) or _text(_given(kwargs, "user")),
+        model=text(given(kwargs, "model")),
+        n=integer(given(kwargs, "n")) or 1,
+        quality=text(given(kwargs, "quality")),
+        size=text(given(kwargs, "size")),
+        background=text(given(kwargs, "background")),
+        output_format=text(given(kwargs, "output_format")),
+        moderation=text(given(kwargs, "moderation")),
+        input_fidelity=text(given(kwargs, "input_fidelity")),
+        partial_images=integer(given(kwargs, "partial_images")),
+        stream=given(kwargs, "stream") is True,
+        user=text(given(kwargs, "safety_identifier")) or text(given(kwargs, "user")),
         prompt=prompt if isinstance(prompt, str) else None,
     )
 
@@ -106,23 +106,25 @@ class ImagesOutcome:
 
 def image_token_usage(usage: Any) -> ImageTokenUsage | None:
     """An image model's usage object (Images API or Responses `tool_usage.image_gen`)."""
-    input_tokens = _int(field(usage, "input_tokens"))
-    output_tokens = _int(field(usage, "output_tokens"))
+    input_tokens = integer(field(usage, "input_tokens"))
+    output_tokens = integer(field(usage, "output_tokens"))
     if input_tokens is None or output_tokens is None:
         return None
     input_details = field(usage, "input_tokens_details")
-    cached_details = field(input_details, "cached_tokens_details")
+    # Cached counts sit beside the totals (Responses `tool_usage.image_gen`) or in the input details.
+    cached = integer(field(usage, "cached_tokens"))
+    cached_details = field(usage, "cached_tokens_details") or field(input_details, "cached_tokens_details")
     output_details = field(usage, "output_tokens_details")
     return ImageTokenUsage(
         input_tokens=input_tokens,
         output_tokens=output_tokens,
-        input_text_tokens=_int(field(input_details, "text_tokens")),
-        input_image_tokens=_int(field(input_details, "image_tokens")),
-        cached_tokens=_int(field(input_details, "cached_tokens")),
-        cached_text_tokens=_int(field(cached_details, "cached_text_tokens")),
-        cached_image_tokens=_int(field(cached_details, "cached_image_tokens")),
-        output_image_tokens=_int(field(output_details, "image_tokens")),
-        output_text_tokens=_int(field(output_details, "text_tokens")),
+        input_text_tokens=integer(field(input_details, "text_tokens")),
+        input_image_tokens=integer(field(input_details, "image_tokens")),
+        cached_tokens=cached if cached is not None else integer(field(input_details, "cached_tokens")),
+        cached_text_tokens=integer(field(cached_details, "cached_text_tokens")),
+        cached_image_tokens=integer(field(cached_details, "cached_image_tokens")),
+        output_image_tokens=integer(field(output_details, "image_tokens")),
+        output_text_tokens=integer(field(output_details, "text_tokens")),
     )
 
 
@@ -165,10 +167,10 @@ def images_response_outcome(response: Any, *, capture_content: bool = False) -> 
         revised = tuple(p for p in (field(item, "revised_prompt") for item in data) if isinstance(p, str))
     return ImagesOutcome(
         images=len(data),
-        quality=_text(field(response, "quality")),
-        size=_text(field(response, "size")),
-        background=_text(field(response, "background")),
-        output_format=_text(field(response, "output_format")),
+        quality=text(field(response, "quality")),
+        size=text(field(response, "size")),
+        background=text(field(response, "background")),
+        output_format=text(field(response, "output_format")),
         usage=image_token_usage(usage),
         usage_json=compact_json(usage),
         revised_prompts=revised,
@@ -178,8 +180,16 @@ def images_response_outcome(response: Any, *, capture_content: bool = False) -> 
 class ImagesStreamTally:
     """Counts an Images API stream's events as they pass: partials, final images, usage."""
 
-    __slots__ = ("_usage_json", "background", "images", "output_format", "partial_images", "quality", "size",
-                 "usage")
+    __slots__ = (
+        "_usage_json",
+        "background",
+        "images",
+        "output_format",
+        "partial_images",
+        "quality",
+        "size",
+        "usage",
+    )
 
     def __init__(self) -> None:
         self.images = 0
@@ -205,10 +215,10 @@ class ImagesStreamTally:
                 self._usage_json.append(compact_json(usage) or "null")
         else:
             return
-        self.quality = _text(field(event, "quality")) or self.quality
-        self.size = _text(field(event, "size")) or self.size
-        self.background = _text(field(event, "background")) or self.background
-        self.output_format = _text(field(event, "output_format")) or self.output_format
+        self.quality = text(field(event, "quality")) or self.quality
+        self.size = text(field(event, "size")) or self.size
+        self.background = text(field(event, "background")) or self.background
+        self.output_format = text(field(event, "output_format")) or self.output_format
 
     def outcome(self) -> ImagesOutcome:
         usage_json = None

@@ -8,6 +8,7 @@ Each patched method is wrapped by one of two shells (sync or async) that differ 
 from __future__ import annotations
 
 import importlib
+import inspect
 import logging
 from collections.abc import Callable, Collection, Iterator
 from contextlib import contextmanager
@@ -23,7 +24,10 @@ from wrapt import wrap_function_wrapper
 from . import extract
 from .calls import ImagesCall, Runtime, TrackedCall
 from .config import Settings, load_settings
+from .extract import given
+from .extract_responses import documented_default_tool_model, image_tool
 from .prices import PriceFileError, PriceTable, load_price_table
+from .responses_call import ResponsesCall
 from .results import observe_result
 from .safety import report_internal_error
 from .telemetry import Instruments
@@ -34,11 +38,28 @@ logger = logging.getLogger(__name__)
 _INSTRUMENTS = ("openai >= 2.0, < 4",)
 _SCHEMA_URL = "https://opentelemetry.io/schemas/1.37.0"
 
-StartCall = Callable[[Runtime, Any, dict[str, Any]], TrackedCall]
+# Starts tracking a call to a patched method, or returns None to leave the call alone.
+StartCall = Callable[[Runtime, Any, tuple[Any, ...], dict[str, Any]], TrackedCall | None]
 
 
 def _images(operation: str) -> StartCall:
-    return lambda runtime, resource, kwargs: ImagesCall(runtime, operation, resource, kwargs)
+    return lambda runtime, resource, args, kwargs: ImagesCall(runtime, operation, resource, kwargs)
+
+
+def _responses_create(
+    runtime: Runtime, resource: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> TrackedCall | None:
+    """`create` / `parse`: tracked only when the request offers the `image_generation` tool."""
+    if image_tool(given(kwargs, "tools")) is None:
+        return None
+    return ResponsesCall(runtime, resource, args, kwargs, retrieve=False)
+
+
+def _responses_retrieve(
+    runtime: Runtime, resource: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> TrackedCall | None:
+    """`retrieve`: whether it concerns images is known only from the response it returns."""
+    return ResponsesCall(runtime, resource, args, kwargs, retrieve=True)
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,14 +72,27 @@ class Patch:
     start: StartCall
 
 
-PATCHES: tuple[Patch, ...] = tuple(
-    Patch("openai.resources.images", owner, method, _images(operation))
-    for owner in ("Images", "AsyncImages")
-    for method, operation in (
-        ("generate", extract.GENERATE),
-        ("edit", extract.EDIT),
-        ("create_variation", extract.VARIATION),
-    )
+PATCHES: tuple[Patch, ...] = (
+    *(
+        Patch("openai.resources.images", owner, method, _images(operation))
+        for owner in ("Images", "AsyncImages")
+        for method, operation in (
+            ("generate", extract.GENERATE),
+            ("edit", extract.EDIT),
+            ("create_variation", extract.VARIATION),
+        )
+    ),
+    # `responses.stream(...)` calls `create` (new response) or `retrieve` (resumed stream).
+    *(
+        Patch(module, owner, method, start)
+        for module in ("openai.resources.responses.responses", "openai.resources.beta.responses.responses")
+        for owner in ("Responses", "AsyncResponses")
+        for method, start in (
+            ("create", _responses_create),
+            ("parse", _responses_create),
+            ("retrieve", _responses_retrieve),
+        )
+    ),
 )
 
 _inside_call: ContextVar[bool] = ContextVar("otel_image_cost_inside_call", default=False)
@@ -74,12 +108,12 @@ class _Active:
     runtime: Runtime | None = None
 
 
-def _begin(patch: Patch, resource: Any, kwargs: dict[str, Any]) -> TrackedCall | None:
+def _begin(patch: Patch, resource: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> TrackedCall | None:
     runtime = _Active.runtime
     if runtime is None or _inside_call.get() or not is_instrumentation_enabled():
         return None
     try:
-        return patch.start(runtime, resource, kwargs)
+        return patch.start(runtime, resource, args, kwargs)
     except Exception as exc:
         report_internal_error(f"start {patch.owner}.{patch.method}", exc)
         return None
@@ -96,8 +130,10 @@ def _sending(call: TrackedCall) -> Iterator[None]:
 
 
 def _sync_wrapper(patch: Patch) -> Callable[..., Any]:
-    def wrapper(wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-        call = _begin(patch, instance, kwargs)
+    def wrapper(
+        wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> Any:
+        call = _begin(patch, instance, args, kwargs)
         if call is None:
             return wrapped(*args, **kwargs)
         with _sending(call):
@@ -115,7 +151,7 @@ def _async_wrapper(patch: Patch) -> Callable[..., Any]:
     async def wrapper(
         wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
     ) -> Any:
-        call = _begin(patch, instance, kwargs)
+        call = _begin(patch, instance, args, kwargs)
         if call is None:
             return await wrapped(*args, **kwargs)
         with _sending(call):
@@ -130,7 +166,24 @@ def _async_wrapper(patch: Patch) -> Callable[..., Any]:
 
 
 def _owner(patch: Patch) -> Any:
-    return getattr(importlib.import_module(patch.module), patch.owner)
+    """The SDK class a patch targets; None when this SDK version does not have it."""
+    try:
+        return getattr(importlib.import_module(patch.module), patch.owner, None)
+    except ImportError:
+        return None
+
+
+def _available(patches: tuple[Patch, ...]) -> list[Patch]:
+    return [p for p in patches if hasattr(_owner(p), p.method)]
+
+
+def _sdk_default_tool_model() -> str | None:
+    try:
+        from openai.types.responses import tool
+
+        return documented_default_tool_model(inspect.getsource(tool))
+    except (ImportError, OSError, TypeError):
+        return None
 
 
 def _load_prices(settings: Settings) -> PriceTable | None:
@@ -163,12 +216,13 @@ class OpenAIImageCostInstrumentor(BaseInstrumentor):  # type: ignore[misc]
             instruments=Instruments.create(meter),
             settings=settings,
             prices=_load_prices(settings),
+            default_tool_model=_sdk_default_tool_model(),
         )
-        for patch in PATCHES:
+        for patch in _available(PATCHES):
             shell = _async_wrapper if patch.owner.startswith("Async") else _sync_wrapper
             wrap_function_wrapper(patch.module, f"{patch.owner}.{patch.method}", shell(patch))
 
     def _uninstrument(self, **kwargs: Any) -> None:
         _Active.runtime = None
-        for patch in PATCHES:
+        for patch in _available(PATCHES):
             unwrap(_owner(patch), patch.method)

@@ -20,8 +20,11 @@ def report_internal_error(where: str, exc: BaseException) -> None:
         first = key not in _seen
         _seen.add(key)
     if first:
-        logger.warning("otel-image-cost: internal error in %s; telemetry for this call may be incomplete",
-                       where, exc_info=exc)
+        logger.warning(
+            "otel-image-cost: internal error in %s; telemetry for this call may be incomplete",
+            where,
+            exc_info=exc,
+        )
     else:
         logger.debug("otel-image-cost: internal error in %s again: %r", where, exc)
 

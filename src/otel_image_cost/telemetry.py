@@ -56,6 +56,10 @@ IMAGE_COST_SOURCE = "openai.image.cost.source"
 IMAGE_COST_PRICING_VERSION = "openai.image.cost.pricing_version"
 IMAGE_COST_PART = "openai.image.cost.part"
 IMAGE_UNPRICED_REASON = "openai.image.unpriced.reason"
+IMAGE_STATUS = "openai.image.status"
+IMAGE_ERROR_CODE = "openai.image.error.code"
+IMAGE_MODERATION_CATEGORIES = "openai.image.moderation.categories"
+RESPONSE_STATUS = "openai.response.status"
 IMAGE_PROMPT = "openai.image.prompt"
 IMAGE_REVISED_PROMPTS = "openai.image.revised_prompts"
 
@@ -96,7 +100,9 @@ def usage_attributes(usage: ImageTokenUsage | None, usage_json: str | None) -> A
         "output_image_tokens": usage.output_image_tokens,
         "output_text_tokens": usage.output_text_tokens,
     }
-    attributes: Attributes = {USAGE_PREFIX + name: value for name, value in breakdown.items() if value is not None}
+    attributes: Attributes = {
+        USAGE_PREFIX + name: value for name, value in breakdown.items() if value is not None
+    }
     if usage_json is not None:
         attributes[IMAGE_USAGE_RAW] = usage_json
     return attributes
@@ -144,10 +150,14 @@ class Instruments:
                 "openai.image.generated", unit="{image}", description="Final images received"
             ),
             partial_images=meter.create_counter(
-                "openai.image.partial_images", unit="{image}", description="Partial images received while streaming"
+                "openai.image.partial_images",
+                unit="{image}",
+                description="Partial images received while streaming",
             ),
             unpriced=meter.create_counter(
-                "openai.image.unpriced", unit="{call}", description="Image calls whose cost could not be estimated"
+                "openai.image.unpriced",
+                unit="{call}",
+                description="Image calls whose cost could not be estimated",
             ),
             token_usage=create_gen_ai_client_token_usage(meter),
             duration=create_gen_ai_client_operation_duration(meter),
@@ -159,10 +169,10 @@ class CallMeasurements:
     """Everything the metrics need from one finished call."""
 
     labels: Mapping[str, AttributeValue]
-    cost_parts: Mapping[str, Decimal]
+    cost_parts: Mapping[str, tuple[Decimal, str]]  # part -> (USD, cost source)
     images: int
     partial_images: int
-    unpriced_reason: str | None
+    unpriced_reasons: tuple[str, ...]
     tokens: tuple[tuple[str, str, int], ...]  # (cost part, token type, count)
     duration_s: float
     histogram_labels: Mapping[str, AttributeValue]
@@ -170,14 +180,14 @@ class CallMeasurements:
 
 def record_success(instruments: Instruments, m: CallMeasurements) -> None:
     """Record a call that returned: every counter once, and the histograms."""
-    for part, amount in m.cost_parts.items():
-        instruments.cost.add(float(amount), {**m.labels, IMAGE_COST_PART: part})
+    for part, (amount, source) in m.cost_parts.items():
+        instruments.cost.add(float(amount), {**m.labels, IMAGE_COST_PART: part, IMAGE_COST_SOURCE: source})
     if m.images:
         instruments.generated.add(m.images, m.labels)
     if m.partial_images:
         instruments.partial_images.add(m.partial_images, m.labels)
-    if m.unpriced_reason is not None:
-        instruments.unpriced.add(1, {**m.labels, IMAGE_UNPRICED_REASON: m.unpriced_reason})
+    for reason in m.unpriced_reasons:
+        instruments.unpriced.add(1, {**m.labels, IMAGE_UNPRICED_REASON: reason})
     for part, token_type, count in m.tokens:
         instruments.token_usage.record(
             count, {**m.histogram_labels, IMAGE_COST_PART: part, TOKEN_TYPE: token_type}

@@ -1,0 +1,260 @@
+"""Facts about a Responses API call that may draw images with the `image_generation` tool.
+
+Pure functions over plain data, like `extract`: a response is an SDK model or its JSON. The
+image bytes (`result`, `partial_image_b64`) are never read.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, replace
+from typing import Any
+
+from .cost import ImageTokenUsage
+from .extract import compact_json, field, given, image_token_usage, integer, text
+
+IMAGE_TOOL = "image_generation"
+IMAGE_CALL_ITEM = "image_generation_call"
+TERMINAL_STATUSES = frozenset({"completed", "failed", "incomplete", "cancelled"})
+
+_FINAL_EVENTS = frozenset({"response.completed", "response.failed", "response.incomplete"})
+_ITEM_STARTED = "response.image_generation_call.in_progress"
+_ITEM_PARTIAL = "response.image_generation_call.partial_image"
+_ITEM_COMPLETED = "response.image_generation_call.completed"
+_ITEM_DONE = "response.output_item.done"
+
+
+@dataclass(frozen=True, slots=True)
+class ImageTool:
+    """The `image_generation` tool entry of a request, or as the response echoes it."""
+
+    model: str | None = None
+    quality: str | None = None
+    size: str | None = None
+    background: str | None = None
+    output_format: str | None = None
+    moderation: str | None = None
+    input_fidelity: str | None = None
+    action: str | None = None
+    partial_images: int | None = None
+
+
+def image_tool(tools: Any) -> ImageTool | None:
+    """The first `image_generation` entry of a `tools` list; None when there is none."""
+    for tool in tools if isinstance(tools, Iterable) and not isinstance(tools, str | bytes | Mapping) else ():
+        if field(tool, "type") == IMAGE_TOOL:
+            return ImageTool(
+                model=text(field(tool, "model")),
+                quality=text(field(tool, "quality")),
+                size=text(field(tool, "size")),
+                background=text(field(tool, "background")),
+                output_format=text(field(tool, "output_format")),
+                moderation=text(field(tool, "moderation")),
+                input_fidelity=text(field(tool, "input_fidelity")),
+                action=text(field(tool, "action")),
+                partial_images=integer(field(tool, "partial_images")),
+            )
+    return None
+
+
+@dataclass(frozen=True, slots=True)
+class ResponsesRequest:
+    """What a `responses.create` / `parse` / `retrieve` call asked for."""
+
+    model: str | None
+    tool: ImageTool | None
+    stream: bool
+    background: bool
+    user: str | None
+    response_id: str | None
+    prompt: str | None
+
+
+def responses_request(args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> ResponsesRequest:
+    """Read the arguments of a Responses call (`retrieve` takes the response id positionally)."""
+    prompt = given(kwargs, "input")
+    response_id = given(kwargs, "response_id") or (args[0] if args and isinstance(args[0], str) else None)
+    return ResponsesRequest(
+        model=text(given(kwargs, "model")),
+        tool=image_tool(given(kwargs, "tools")),
+        stream=given(kwargs, "stream") is True,
+        background=given(kwargs, "background") is True,
+        user=text(given(kwargs, "safety_identifier")) or text(given(kwargs, "user")),
+        response_id=response_id,
+        prompt=prompt if isinstance(prompt, str) else None,
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class TextUsage:
+    """The mainline (text) model's usage."""
+
+    input_tokens: int
+    cached_tokens: int
+    output_tokens: int
+
+
+@dataclass(frozen=True, slots=True)
+class ImageCallItem:
+    """One `image_generation_call` output item: one image, or one failed attempt."""
+
+    id: str | None
+    status: str | None
+    action: str | None = None
+    quality: str | None = None
+    size: str | None = None
+    background: str | None = None
+    output_format: str | None = None
+    error_code: str | None = None
+    error_type: str | None = None
+    moderation_categories: tuple[str, ...] = ()
+    revised_prompt: str | None = None
+    partial_images: int = 0
+    started_ns: int | None = None
+    completed_ns: int | None = None
+
+    @property
+    def failed(self) -> bool:
+        return self.status == "failed"
+
+
+def image_call_item(item: Any) -> ImageCallItem:
+    error = field(item, "error")
+    categories = field(field(error, "moderation_details"), "categories") or ()
+    revised = field(item, "revised_prompt")
+    return ImageCallItem(
+        id=text(field(item, "id")),
+        status=text(field(item, "status")),
+        action=text(field(item, "action")),
+        quality=text(field(item, "quality")),
+        size=text(field(item, "size")),
+        background=text(field(item, "background")),
+        output_format=text(field(item, "output_format")),
+        error_code=text(field(error, "code")),
+        error_type=text(field(error, "type")),
+        moderation_categories=tuple(str(c) for c in categories),
+        revised_prompt=revised if isinstance(revised, str) else None,
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class ResponseOutcome:
+    """What a Responses API response reported about its text model and its images."""
+
+    id: str | None
+    model: str | None
+    status: str | None
+    service_tier: str | None
+    usage: TextUsage | None
+    image_usage: ImageTokenUsage | None
+    image_usage_json: str | None
+    tool: ImageTool | None
+    items: tuple[ImageCallItem, ...]
+
+    @property
+    def terminal(self) -> bool:
+        """Whether the response is finished (background responses start `queued`)."""
+        return self.status is None or self.status in TERMINAL_STATUSES
+
+
+def response_outcome(response: Any) -> ResponseOutcome:
+    """Read a `Response` (or its JSON)."""
+    usage = field(response, "usage")
+    image_gen = field(field(response, "tool_usage"), "image_gen")
+    output = field(response, "output") or ()
+    text_usage = None
+    input_tokens, output_tokens = (
+        integer(field(usage, "input_tokens")),
+        integer(field(usage, "output_tokens")),
+    )
+    if input_tokens is not None and output_tokens is not None:
+        cached = integer(field(field(usage, "input_tokens_details"), "cached_tokens")) or 0
+        text_usage = TextUsage(input_tokens=input_tokens, cached_tokens=cached, output_tokens=output_tokens)
+    return ResponseOutcome(
+        id=text(field(response, "id")),
+        model=text(field(response, "model")),
+        status=text(field(response, "status")),
+        service_tier=text(field(response, "service_tier")),
+        usage=text_usage,
+        image_usage=image_token_usage(image_gen),
+        image_usage_json=compact_json(image_gen),
+        tool=image_tool(field(response, "tools")),
+        items=tuple(image_call_item(item) for item in output if field(item, "type") == IMAGE_CALL_ITEM),
+    )
+
+
+class ResponsesStreamTally:
+    """Follows a Responses event stream: per image item its partial images and its timing, and
+    the final response (from `response.completed`, `.failed` or `.incomplete`)."""
+
+    __slots__ = ("_completed", "_done_items", "_partials", "_started", "final", "response_id")
+
+    def __init__(self) -> None:
+        self._partials: dict[str, int] = {}
+        self._started: dict[str, int] = {}
+        self._completed: dict[str, int] = {}
+        self._done_items: dict[str, ImageCallItem] = {}
+        self.final: ResponseOutcome | None = None
+        self.response_id: str | None = None
+
+    def add(self, event: Any, now_ns: int) -> None:
+        kind = field(event, "type")
+        if kind == _ITEM_PARTIAL:
+            item_id = str(field(event, "item_id"))
+            self._partials[item_id] = self._partials.get(item_id, 0) + 1
+        elif kind == _ITEM_STARTED:
+            self._started.setdefault(str(field(event, "item_id")), now_ns)
+        elif kind == _ITEM_COMPLETED:
+            self._completed[str(field(event, "item_id"))] = now_ns
+        elif kind == _ITEM_DONE:
+            item = field(event, "item")
+            if field(item, "type") == IMAGE_CALL_ITEM:
+                parsed = image_call_item(item)
+                self._done_items[parsed.id or ""] = parsed
+                self._completed.setdefault(parsed.id or "", now_ns)
+        elif kind in _FINAL_EVENTS:
+            self.final = response_outcome(field(event, "response"))
+        elif kind == "response.created":
+            self.response_id = text(field(field(event, "response"), "id"))
+
+    def outcome(self) -> ResponseOutcome | None:
+        """The final response with each item's stream facts; without one, the items seen."""
+        base = self.final
+        items = base.items if base is not None else tuple(self._done_items.values())
+        merged = tuple(
+            replace(
+                item,
+                partial_images=self._partials.get(item.id or "", 0),
+                started_ns=self._started.get(item.id or ""),
+                completed_ns=self._completed.get(item.id or ""),
+            )
+            for item in items
+        )
+        if base is None:
+            if not merged and not self._partials:
+                return None
+            return ResponseOutcome(
+                id=self.response_id,
+                model=None,
+                status=None,
+                service_tier=None,
+                usage=None,
+                image_usage=None,
+                image_usage_json=None,
+                tool=None,
+                items=merged,
+            )
+        return replace(base, items=merged)
+
+
+_MODEL_DOC = re.compile(r"The image generation model to use\.(.*?)\"\"\"", re.DOTALL)
+_DEFAULT = re.compile(r"Default:\s*`([^`]+)`")
+
+
+def documented_default_tool_model(sdk_tool_source: str) -> str | None:
+    """The image tool's default model as the installed SDK documents it (its `tool.py` source):
+    the service never reports which model a tool entry without `model` used."""
+    doc = _MODEL_DOC.search(sdk_tool_source)
+    default = _DEFAULT.search(doc.group(1)) if doc else None
+    return default.group(1) if default else None

@@ -1,0 +1,350 @@
+"""A Responses API call whose model may draw with the `image_generation` tool.
+
+The response does not say which image model drew, and before openai 3.41 not what the images
+cost; this call resolves the model as well as it can be resolved, prices the image part and
+the text (mainline) part separately, and gives each image its own child span.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping, Sequence
+from decimal import Decimal
+from types import MappingProxyType
+from typing import Any
+
+from opentelemetry import trace
+from opentelemetry.trace import SpanKind, Status, StatusCode
+
+from . import telemetry as t
+from .calls import Runtime, TrackedCall, client_of, effective, is_azure
+from .cost import Cost, ImageGeneration, estimated_output_tokens, price_text_model, split_cost
+from .extract_responses import (
+    ImageCallItem,
+    ImageTool,
+    ResponseOutcome,
+    ResponsesStreamTally,
+    response_outcome,
+    responses_request,
+)
+from .safety import swallowed
+
+RESPONSES_TOOL = "responses_tool"
+EXECUTE_TOOL = "execute_tool"
+MIXED = "mixed"
+
+
+def resolve_tool_model(
+    requested: ImageTool | None, echoed: ImageTool | None, sdk_default: str | None
+) -> tuple[str | None, str | None]:
+    """(image model, source): the request's tool entry, the echoed tools, the SDK's documented default."""
+    if requested is not None and requested.model:
+        return requested.model, "request"
+    if echoed is not None and echoed.model:
+        return echoed.model, "response"
+    if sdk_default:
+        return sdk_default, "default"
+    return None, None
+
+
+def combined(costs: Sequence[Cost], pricing_version: str | None) -> Cost:
+    """Several images' costs as one: components summed; unknown if any one is unknown."""
+    unknown = next((c for c in costs if c.total is None), None)
+    if unknown is not None:
+        return unknown
+    components: dict[str, Decimal] = {}
+    for cost in costs:
+        for name, amount in cost.components.items():
+            components[name] = components.get(name, Decimal(0)) + amount
+    source = costs[0].source if costs else "estimate"
+    return Cost(source, MappingProxyType(components), pricing_version)
+
+
+class ResponsesCall(TrackedCall):
+    """`responses.create` / `parse` / `retrieve` (and the `stream` helper, which calls them)."""
+
+    def __init__(
+        self,
+        runtime: Runtime,
+        resource: Any,
+        args: tuple[Any, ...],
+        kwargs: Mapping[str, Any],
+        *,
+        retrieve: bool,
+    ) -> None:
+        self.request = request = responses_request(args, kwargs)
+        tool = request.tool
+        self._outcome: ResponseOutcome | None = None
+        self._tally = ResponsesStreamTally() if request.stream else None
+        client = client_of(resource)
+        attributes: t.Attributes = {
+            t.PROVIDER_NAME: t.PROVIDER_AZURE if is_azure(client) else t.PROVIDER_OPENAI,
+            t.OPERATION_NAME: t.OPERATION_RESPONSES,
+            t.OUTPUT_TYPE: t.OUTPUT_IMAGE,
+            t.IMAGE_OPERATION: RESPONSES_TOOL,
+            t.IMAGE_STREAM: request.stream,
+        }
+        if tool is not None:
+            attributes.update(_tool_attributes(tool))
+        if request.model is not None:
+            attributes[t.REQUEST_MODEL] = request.model
+        if runtime.settings.capture_message_content and request.prompt is not None:
+            attributes[t.IMAGE_PROMPT] = request.prompt
+        span_name = f"{t.OPERATION_RESPONSES} {request.model}" if request.model else t.OPERATION_RESPONSES
+        super().__init__(
+            runtime,
+            span_name,
+            attributes,
+            request_user=request.user,
+            client=client,
+            streaming=request.stream,
+            deferred=retrieve,
+        )
+
+    def observe_response(self, response: Any) -> None:
+        if not self.ended:
+            with swallowed("ResponsesCall.observe_response"):
+                self._outcome = response_outcome(response)
+
+    def observe_event(self, event: Any) -> None:
+        if self._tally is not None and not self.ended:
+            with swallowed("ResponsesCall.observe_event"):
+                self._tally.add(event, time.time_ns())
+
+    def record(self) -> None:
+        outcome = self._outcome or (self._tally.outcome() if self._tally is not None else None)
+        if self.span is None:
+            if outcome is None or (outcome.tool is None and not outcome.items):
+                return  # a retrieved response without the image tool is none of our business
+            self.open_span()
+        if outcome is None:
+            t.record_success(self.runtime.instruments, self._measure({}, 0, 0, (), ()))
+            return
+        self.set_attributes(_response_attributes(outcome))
+        if not outcome.terminal or not self.runtime.priced_responses.first_time(outcome.id):
+            # Queued background work, or a response already priced: a span, but no cost.
+            t.record_success(self.runtime.instruments, self._measure({}, 0, 0, (), ()))
+            return
+        self._record_priced(outcome)
+
+    def _record_priced(self, outcome: ResponseOutcome) -> None:
+        runtime = self.runtime
+        model, source = resolve_tool_model(self.request.tool, outcome.tool, runtime.default_tool_model)
+        tool = self.request.tool or outcome.tool or ImageTool()
+        items = outcome.items
+        image_cost, shares = self._price_images(model, tool, outcome)
+        mainline = self._price_mainline(outcome)
+        drawn = [item for item in items if not item.failed]
+        partials = sum(item.partial_images for item in items)
+        qualities = {_item_quality(item, tool) for item in drawn}
+        sizes = {_item_size(item, tool) for item in drawn}
+        attributes: t.Attributes = {
+            t.IMAGE_QUALITY: _one_or_mixed(qualities, effective(None, tool.quality, None)),
+            t.IMAGE_SIZE: _one_or_mixed(sizes, effective(None, tool.size, None)),
+            t.IMAGE_COUNT: len(drawn),
+            t.IMAGE_PARTIAL_IMAGES: partials,
+            **t.cost_attributes(image_cost),
+            **t.usage_attributes(outcome.image_usage, outcome.image_usage_json),
+        }
+        if model is not None:
+            attributes[t.IMAGE_MODEL] = model
+        if source is not None:
+            attributes[t.IMAGE_MODEL_SOURCE] = source
+        cost_parts: dict[str, tuple[Decimal, str]] = {}
+        if image_cost.total is not None:
+            cost_parts[t.PART_IMAGE] = (image_cost.total, image_cost.source)
+        if mainline is not None:
+            attributes[t.COST_COMPONENT_PREFIX + t.PART_MAINLINE] = float(mainline)
+            attributes[t.USAGE_COST] = float((image_cost.total or Decimal(0)) + mainline)
+            cost_parts[t.PART_MAINLINE] = (mainline, "usage")
+        self.set_attributes(attributes)
+        for item, share in zip(items, shares, strict=True):
+            self._item_span(item, share, model, source, tool)
+        unpriced = []
+        if image_cost.total is None and image_cost.unpriced_reason is not None:
+            unpriced.append(image_cost.unpriced_reason)
+        if mainline is None and outcome.usage is not None:
+            unpriced.append("unknown_text_model")
+        tokens: list[tuple[str, str, int]] = []
+        if outcome.usage is not None:
+            tokens += [
+                (t.PART_MAINLINE, "input", outcome.usage.input_tokens),
+                (t.PART_MAINLINE, "output", outcome.usage.output_tokens),
+            ]
+        if outcome.image_usage is not None:
+            tokens += [
+                (t.PART_IMAGE, "input", outcome.image_usage.input_tokens),
+                (t.PART_IMAGE, "output", outcome.image_usage.output_tokens),
+            ]
+        t.record_success(
+            runtime.instruments,
+            self._measure(cost_parts, len(drawn), partials, tuple(unpriced), tuple(tokens)),
+        )
+
+    def _price_images(
+        self, model: str | None, tool: ImageTool, outcome: ResponseOutcome
+    ) -> tuple[Cost, list[Cost]]:
+        """The image part: reported `tool_usage` split over the items, else an estimate per item."""
+        runtime = self.runtime
+        items = outcome.items
+        version = runtime.prices.version if runtime.prices is not None else None
+        usage = outcome.image_usage
+        if usage is not None and (usage.input_tokens or usage.output_tokens):
+            drawn = [item for item in items if not item.failed]
+            whole = runtime.price(
+                ImageGeneration(
+                    model=model,
+                    quality=_one_or_mixed({_item_quality(i, tool) for i in drawn}, None),
+                    size=_one_or_mixed({_item_size(i, tool) for i in drawn}, None),
+                    images=len(drawn),
+                    partial_images=sum(item.partial_images for item in items),
+                    usage=usage,
+                    unpriced_reason=None if model else "no_model",
+                )
+            )
+            if whole.total is None or not items:
+                return whole, [whole] * len(items)
+            weights = [0 if item.failed else self._weight(model, item, tool) for item in items]
+            return whole, split_cost(whole, weights)
+        shares = [
+            Cost("estimate", MappingProxyType({}), version)
+            if item.failed
+            else runtime.price(
+                ImageGeneration(
+                    model=model,
+                    quality=_item_quality(item, tool),
+                    size=_item_size(item, tool),
+                    images=1,
+                    partial_images=item.partial_images,
+                    prompt_chars=len(item.revised_prompt) if item.revised_prompt else 0,
+                    unpriced_reason=None if model else "no_model",
+                )
+            )
+            for item in items
+        ]
+        return combined(shares, version), shares
+
+    def _weight(self, model: str | None, item: ImageCallItem, tool: ImageTool) -> int:
+        prices = self.runtime.prices
+        if model is None or prices is None:
+            return 0
+        return estimated_output_tokens(model, _item_quality(item, tool), _item_size(item, tool), prices) or 0
+
+    def _price_mainline(self, outcome: ResponseOutcome) -> Decimal | None:
+        usage = outcome.usage
+        model = outcome.model or self.request.model
+        if usage is None or model is None:
+            return None
+        try:
+            return price_text_model(
+                model,
+                input_tokens=usage.input_tokens,
+                cached_tokens=usage.cached_tokens,
+                output_tokens=usage.output_tokens,
+                service_tier=outcome.service_tier,
+            )
+        except ValueError:
+            return None
+
+    def _item_span(
+        self, item: ImageCallItem, share: Cost, model: str | None, source: str | None, tool: ImageTool
+    ) -> None:
+        attributes: t.Attributes = {
+            t.PROVIDER_NAME: self.attributes[t.PROVIDER_NAME],
+            t.OPERATION_NAME: EXECUTE_TOOL,
+            t.TOOL_NAME: "image_generation",
+            t.IMAGE_OPERATION: RESPONSES_TOOL,
+            t.IMAGE_QUALITY: _item_quality(item, tool),
+            t.IMAGE_SIZE: _item_size(item, tool),
+            t.IMAGE_COUNT: 0 if item.failed else 1,
+            t.IMAGE_PARTIAL_IMAGES: item.partial_images,
+            **t.cost_attributes(share),
+            **self.attribution,
+        }
+        optional = {
+            t.TOOL_CALL_ID: item.id,
+            t.IMAGE_MODEL: model,
+            t.IMAGE_MODEL_SOURCE: source,
+            t.IMAGE_BACKGROUND: item.background,
+            t.IMAGE_OUTPUT_FORMAT: item.output_format,
+            t.IMAGE_ACTION: item.action,
+            t.IMAGE_STATUS: item.status,
+            t.IMAGE_ERROR_CODE: item.error_code,
+        }
+        attributes.update({key: value for key, value in optional.items() if value is not None})
+        if item.moderation_categories:
+            attributes[t.IMAGE_MODERATION_CATEGORIES] = list(item.moderation_categories)
+        if self.runtime.settings.capture_message_content and item.revised_prompt:
+            attributes[t.IMAGE_REVISED_PROMPTS] = [item.revised_prompt]
+        parent = trace.set_span_in_context(self.span) if self.span is not None else None
+        span = self.runtime.tracer.start_span(
+            f"{EXECUTE_TOOL} image_generation",
+            context=parent,
+            kind=SpanKind.INTERNAL,
+            attributes=attributes,
+            start_time=item.started_ns or self.started_ns,
+        )
+        if item.failed:
+            error = item.error_code or "failed"
+            span.set_attribute(t.ERROR_TYPE, error)
+            span.set_status(Status(StatusCode.ERROR, error))
+        span.end(end_time=item.completed_ns)
+
+    def _measure(
+        self,
+        cost_parts: Mapping[str, tuple[Decimal, str]],
+        images: int,
+        partial_images: int,
+        unpriced: tuple[str, ...],
+        tokens: tuple[tuple[str, str, int], ...],
+    ) -> t.CallMeasurements:
+        return self.measurements(
+            cost_parts=cost_parts,
+            images=images,
+            partial_images=partial_images,
+            unpriced_reasons=unpriced,
+            tokens=tokens,
+        )
+
+
+def _tool_attributes(tool: ImageTool) -> t.Attributes:
+    found = {
+        t.IMAGE_MODEL: tool.model,
+        t.IMAGE_MODEL_SOURCE: "request" if tool.model else None,
+        t.IMAGE_QUALITY: tool.quality,
+        t.IMAGE_SIZE: tool.size,
+        t.IMAGE_BACKGROUND: tool.background,
+        t.IMAGE_OUTPUT_FORMAT: tool.output_format,
+        t.IMAGE_MODERATION: tool.moderation,
+        t.IMAGE_INPUT_FIDELITY: tool.input_fidelity,
+        t.IMAGE_ACTION: tool.action,
+        t.IMAGE_PARTIAL_IMAGES_REQUESTED: tool.partial_images,
+    }
+    return {key: value for key, value in found.items() if value is not None}
+
+
+def _response_attributes(outcome: ResponseOutcome) -> t.Attributes:
+    found = {
+        t.RESPONSE_ID: outcome.id,
+        t.RESPONSE_MODEL: outcome.model,
+        t.RESPONSE_STATUS: outcome.status,
+        t.USAGE_INPUT_TOKENS: outcome.usage.input_tokens if outcome.usage else None,
+        t.USAGE_OUTPUT_TOKENS: outcome.usage.output_tokens if outcome.usage else None,
+    }
+    return {key: value for key, value in found.items() if value is not None}
+
+
+def _item_quality(item: ImageCallItem, tool: ImageTool) -> str:
+    return effective(item.quality, tool.quality, None)
+
+
+def _item_size(item: ImageCallItem, tool: ImageTool) -> str:
+    return effective(item.size, tool.size, None)
+
+
+def _one_or_mixed(values: set[str], fallback: str | None) -> str:
+    if len(values) == 1:
+        return next(iter(values))
+    if values:
+        return MIXED
+    return fallback or "auto"
