@@ -15,6 +15,7 @@ from typing import Any
 
 import openai
 import pytest
+
 from conftest import RECORDED, Telemetry
 from replay import ReplayServer, load_recording
 
