@@ -922,7 +922,9 @@ class LocalOpenAIServer:
         return None
 
     def _sleep(self, seconds: float) -> None:
-        self._stopping.wait(min(seconds, _MAX_SLEEP_S))
+        """Wait, bounded; a server closing meanwhile drops the request rather than answer it late."""
+        if self._stopping.wait(min(seconds, _MAX_SLEEP_S)):
+            raise ConnectionAbortedError("the server is closing")
 
     def _dispatch(self, handler: _Handler) -> None:
         """Record the request, apply latency and any queued fault, then answer it."""
