@@ -18,6 +18,7 @@ import time
 import urllib.request
 from collections import defaultdict
 from collections.abc import Callable
+
 import openai
 from opentelemetry import trace
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
