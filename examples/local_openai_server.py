@@ -648,9 +648,7 @@ class _Exchange:
         self.json: Any = None
         self.fields: dict[str, str] = {}
         self.files: list[FilePart] = []
-        self.truncation: str | None = None
-        self.missing_usage = False
-        self.extra_fields = False
+        self.fault: str | None = None  # a named fault distorting the answer (status faults never get here)
 
     def _read_body(self) -> bytes:
         if self.headers.get("transfer-encoding", "").lower() == "chunked":
@@ -687,21 +685,10 @@ class _Exchange:
             files=self.files,
         )
 
-    def apply(self, fault: str) -> None:
-        """Prepare the answer's distortion; status faults and delays are handled by the server."""
-        if fault == "missing_usage":
-            self.missing_usage = True
-        elif fault == "extra_fields":
-            self.extra_fields = True
-        else:
-            self.truncation = {"malformed_json": "malformed", "cut_stream": "cut", "short_stream": "short"}[
-                fault
-            ]
-
     def _encode(self, payload: JSON) -> bytes:
-        if self.missing_usage:
+        if self.fault == "missing_usage":
             payload = _strip_usage(payload)
-        if self.extra_fields:
+        elif self.fault == "extra_fields":
             payload = _add_unknown_fields(payload)
         return json.dumps(payload, separators=(",", ":")).encode()
 
@@ -715,21 +702,19 @@ class _Exchange:
 
     def _drop_connection(self) -> None:
         self.handler.close_connection = True
-        self.handler.wfile.flush()
         self.handler.connection.shutdown(socket.SHUT_RDWR)
 
     def reply_bytes(
         self, status: int, body: bytes, content_type: str, headers: Mapping[str, str] | None = None
     ) -> None:
-        """Answer with a Content-Length body; truncation faults send only its first half."""
-        half = body[: len(body) // 2]
+        """Answer with a Content-Length body; truncating faults send only its first half."""
+        truncating = self.fault in ("malformed_json", "short_stream", "cut_stream")
+        sent = body[: len(body) // 2] if truncating else body
         self._start(status, content_type, headers or {})
-        self.handler.send_header(
-            "Content-Length", str(len(half if self.truncation in ("malformed", "short") else body))
-        )
+        self.handler.send_header("Content-Length", str(len(body if self.fault == "cut_stream" else sent)))
         self.handler.end_headers()
-        self.handler.wfile.write(body if self.truncation is None else half)
-        if self.truncation == "cut":
+        self.handler.wfile.write(sent)
+        if self.fault == "cut_stream":
             self._drop_connection()
 
     def reply_json(self, status: int, payload: JSON, headers: Mapping[str, str] | None = None) -> None:
@@ -739,14 +724,14 @@ class _Exchange:
         """Write events as chunked ``text/event-stream``, framed ``event:``/``data:`` like the API."""
         self._start(200, "text/event-stream; charset=utf-8", {"Transfer-Encoding": "chunked"})
         self.handler.end_headers()
-        count = len(events) // 2 if self.truncation in ("cut", "short") else len(events)
+        count = len(events) // 2 if self.fault in ("cut_stream", "short_stream") else len(events)
         for index, event in enumerate(events[:count]):
             data = self._encode(event)
-            if index == 0 and self.truncation == "malformed":
+            if index == 0 and self.fault == "malformed_json":
                 data = data[: len(data) // 2]
             frame = b"event: " + event["type"].encode() + b"\ndata: " + data + b"\n\n"
             self.handler.wfile.write(b"%x\r\n%s\r\n" % (len(frame), frame))
-        if self.truncation == "cut":
+        if self.fault == "cut_stream":
             self._drop_connection()
         else:
             self.handler.wfile.write(b"0\r\n\r\n")
@@ -959,8 +944,8 @@ class LocalOpenAIServer:
         elif fault is not None and fault.isdigit():
             error_type, message, param, code = _FAULT_ERRORS[int(fault)]
             raise ApiError(int(fault), message, type=error_type, param=param, code=code)
-        elif fault is not None:
-            exchange.apply(fault)
+        else:
+            exchange.fault = fault
         self._route(exchange)
 
     def _route(self, exchange: _Exchange) -> None:

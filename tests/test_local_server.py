@@ -293,6 +293,7 @@ def test_generate_stream_partials_then_completed_per_image(sdk: openai.OpenAI) -
         model="gpt-image-1", prompt="a fox", quality="low", n=2, stream=True, partial_images=2
     )
     events = [strict(event) for event in stream]
+    assert [event.model_extra for event in events] == [{}] * 6  # exactly the fields the SDK declares
     assert [event.type for event in events] == [
         "image_generation.partial_image",
         "image_generation.partial_image",
@@ -319,6 +320,7 @@ async def test_async_edit_stream(async_sdk: openai.AsyncOpenAI) -> None:
         model="gpt-image-1.5", image=("a.png", b"x"), prompt="edit", stream=True, partial_images=1
     )
     events = [strict(event) async for event in stream]
+    assert [event.model_extra for event in events] == [{}, {}]
     assert [event.type for event in events] == ["image_edit.partial_image", "image_edit.completed"]
     assert usage_numbers(events[1].usage)[:3] == (1, 194, 1056 + 211 + 100)
 
@@ -403,6 +405,24 @@ def test_http_keep_alive_content_length_and_sse_framing(srv: LocalOpenAIServer) 
     assert frames[0].startswith("event: image_generation.partial_image\ndata: {")
     assert frames[1].startswith("event: image_generation.completed\ndata: {")
     assert frames[2:] == [""]
+
+
+def test_chunked_request_body(srv: LocalOpenAIServer) -> None:
+    connection = http.client.HTTPConnection("127.0.0.1", srv.port, timeout=5)
+    parts = [b'{"model": "gpt-image-1", ', b'"prompt": "x", "quality": "low"}']
+    try:
+        connection.request(
+            "POST",
+            "/v1/images/generations",
+            iter(parts),
+            {"Content-Type": "application/json"},
+            encode_chunked=True,
+        )
+        answer = json.loads(connection.getresponse().read())
+    finally:
+        connection.close()
+    assert answer["usage"]["output_tokens"] == 272
+    assert srv.requests[0].headers["transfer-encoding"] == "chunked"
 
 
 def test_unknown_route_is_a_404(sdk: openai.OpenAI) -> None:
