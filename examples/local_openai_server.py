@@ -6,6 +6,20 @@ access or an API key. This module answers the Images API and the Responses API (
 service sends (as recorded in the project's fixtures), deterministically, so that tests can assert exact
 numbers. Standard library only.
 
+Deterministic rules, so tests can choose what happens:
+
+* Images API: ``quality`` auto/absent -> medium, ``size`` auto/absent -> 1024x1024, ``background`` auto
+  -> opaque, no ``model`` -> answered as gpt-image-1. Input text tokens are ceil(len(prompt) / 4), edit
+  input images 194 tokens each (64 from gpt-image-2 on), both times ``n``; output image tokens follow the
+  cost model's tables; gpt-image-1.5 and chatgpt-image-latest add output text tokens (1/5 of the image
+  tokens); each streamed partial image adds 100 output image tokens. A prompt containing "moderation"
+  is rejected (400 ``moderation_blocked``).
+* Responses API, with an ``image_generation`` tool: one image call, two if the input text says "two
+  images", none if it says "no image", one ``failed`` call if it says "moderation". The action is
+  ``edit`` with an input image, a ``previous_response_id`` or the tool's ``action: "edit"`` (an edit
+  bills at least one input image). "server error" in the text makes the response ``failed``; a
+  ``max_output_tokens`` below the answer's length makes it ``incomplete``.
+
 Usage::
 
     with LocalOpenAIServer() as server:
@@ -881,6 +895,8 @@ class LocalOpenAIServer:
         delay = re.fullmatch(r"delay:(\d+(?:\.\d+)?)", kind)
         if fault not in _STATUS_FAULTS and kind not in _NAMED_FAULTS and delay is None:
             raise ValueError(f"unknown fault {fault!r}")
+        if count < 1:
+            raise ValueError("count must be at least 1")
         if delay is not None and float(delay[1]) > _MAX_SLEEP_S:
             raise ValueError(f"delays are bounded to {_MAX_SLEEP_S} seconds")
         with self._lock:

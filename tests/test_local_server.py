@@ -936,6 +936,8 @@ def test_inject_rejects_unknown_and_unbounded_faults(srv: LocalOpenAIServer) -> 
             srv.inject(fault)
     with pytest.raises(ValueError, match="bounded"):
         srv.inject("delay:3600")
+    with pytest.raises(ValueError, match="at least 1"):
+        srv.inject(500, count=0)
 
 
 def test_latency_option() -> None:
