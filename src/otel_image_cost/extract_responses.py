@@ -7,7 +7,7 @@ image bytes (`result`, `partial_image_b64`) are never read.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -41,8 +41,11 @@ class ImageTool:
 
 
 def image_tool(tools: Any) -> ImageTool | None:
-    """The first `image_generation` entry of a `tools` list; None when there is none."""
-    for tool in tools if isinstance(tools, Iterable) and not isinstance(tools, str | bytes | Mapping) else ():
+    """The first `image_generation` entry of a `tools` list; None when there is none.
+
+    Only a sequence is read: a one-shot iterable belongs to the SDK, which has yet to send it.
+    """
+    for tool in tools if isinstance(tools, Sequence) and not isinstance(tools, str | bytes) else ():
         if field(tool, "type") == IMAGE_TOOL:
             return ImageTool(
                 model=text(field(tool, "model")),
