@@ -15,7 +15,8 @@ Deterministic rules, so tests can choose what happens:
   tokens); each streamed partial image adds 100 output image tokens. A prompt containing "moderation"
   is rejected (400 ``moderation_blocked``).
 * Responses API, with an ``image_generation`` tool: one image call, two if the input text says "two
-  images", none if it says "no image", one ``failed`` call if it says "moderation". The action is
+  images", none if it says "no image", one ``failed`` call if it says "moderation"; with "one tall" the
+  second of two images is 1024x1536 when the tool leaves ``size`` auto. The action is
   ``edit`` with an input image, a ``previous_response_id`` or the tool's ``action: "edit"`` (an edit
   bills at least one input image). "server error" in the text makes the response ``failed``; a
   ``max_output_tokens`` below the answer's length makes it ``incomplete``.
@@ -1120,18 +1121,22 @@ class LocalOpenAIServer:
         edit_hint = input_images > 0 or bool(body.get("previous_response_id"))
         action = requested if requested in ("generate", "edit") else ("edit" if edit_hint else "generate")
         revised = f"A detailed illustration of {text.strip() or 'an image'}"
+        billed = max(input_images, 1) if action == "edit" else input_images
         job = resolve_job(
             tool,
             str(tool.get("model") or self.options.tool_default_model),
             prompt=revised,
-            input_images=max(input_images, 1) if action == "edit" else input_images,
+            input_images=billed,
         )
         partials = _int_param(tool, "partial_images", 0, 0, 3) if _bool_param(body, "stream") else 0
         failed = "moderation" in lowered
         count = 2 if "two images" in lowered and not failed else 1
+        jobs = [job] * count
+        if count == 2 and "one tall" in lowered and tool.get("size") in (None, "auto"):
+            tall = {**tool, "size": "1024x1536"}
+            jobs[1] = resolve_job(tall, job.model, prompt=revised, input_images=billed)
         return [
-            ImageCall(f"ig_{secrets.token_hex(25)}", action, job, revised, partials, failed)
-            for _ in range(count)
+            ImageCall(f"ig_{secrets.token_hex(25)}", action, each, revised, partials, failed) for each in jobs
         ]
 
     def _echo_tool(self, tool: JSON) -> JSON:
