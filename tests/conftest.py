@@ -4,7 +4,7 @@ OpenAI-compatible server on loopback, and real `openai` clients pointed at it.""
 from __future__ import annotations
 
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -92,7 +92,7 @@ def instrumented(instrument: Callable[..., OpenAIImageCostInstrumentor]) -> Open
 
 
 @pytest.fixture(scope="session")
-def server() -> Iterator[Any]:
+def _running_server() -> Iterator[Any]:
     from local_openai_server import LocalOpenAIServer
 
     with LocalOpenAIServer() as running:
@@ -100,10 +100,20 @@ def server() -> Iterator[Any]:
 
 
 @pytest.fixture
-def client(server: Any) -> openai.OpenAI:
-    return openai.OpenAI(base_url=server.base_url, api_key="sk-test", max_retries=0)
+def server(_running_server: Any) -> Any:
+    """The session's local server, with no requests or faults left over from other tests."""
+    _running_server.reset()
+    return _running_server
 
 
 @pytest.fixture
-def async_client(server: Any) -> openai.AsyncOpenAI:
-    return openai.AsyncOpenAI(base_url=server.base_url, api_key="sk-test", max_retries=0)
+def client(server: Any) -> Iterator[openai.OpenAI]:
+    with openai.OpenAI(base_url=server.base_url, api_key="sk-test", max_retries=0, timeout=10) as sdk:
+        yield sdk
+
+
+@pytest.fixture
+async def async_client(server: Any) -> AsyncIterator[openai.AsyncOpenAI]:
+    sdk = openai.AsyncOpenAI(base_url=server.base_url, api_key="sk-test", max_retries=0, timeout=10)
+    async with sdk:
+        yield sdk
