@@ -8,3 +8,15 @@ ensure_venv() {
     touch "$stamp"
   fi
 }
+
+# `ensure_oldest_venv DIR`: the project with exactly the lowest dependency versions it admits.
+ensure_oldest_venv() {
+  local dir="$1"
+  local stamp="$dir/.installed"
+  if [ ! -f "$stamp" ] || [ tests/oldest-supported.txt -nt "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
+    python3 -m venv "$dir"
+    "$dir/bin/python" -m pip install --quiet --disable-pip-version-check -r tests/oldest-supported.txt
+    "$dir/bin/python" -m pip install --quiet --disable-pip-version-check --no-deps -e .
+    touch "$stamp"
+  fi
+}
