@@ -198,7 +198,7 @@ class TrackedCall:
                 labels = {**self.metric_labels(), t.ERROR_TYPE: error_type}
                 t.record_failure(self.runtime.instruments, self._histogram_labels(labels), self.elapsed())
         finally:
-            self.span.end()
+            self._end_span()
 
     def finish(self) -> None:
         """The call is over (response read, stream ended, closed or dropped): record it once."""
@@ -208,7 +208,13 @@ class TrackedCall:
             with swallowed(f"{type(self).__name__}.finish"):
                 self.record()
         finally:
-            if self.span is not None:
+            self._end_span()
+
+    def _end_span(self) -> None:
+        """End the span. A span processor may raise here (the SDK runs them synchronously and does
+        not catch their errors); that must not replace the application's result or exception."""
+        if self.span is not None:
+            with swallowed("end span"):
                 self.span.end()
 
     def record(self) -> None:
@@ -235,25 +241,29 @@ class TrackedCall:
             return dict(labels)
         return {**labels, t.SERVER_ADDRESS: self._server_address}
 
-    def measurements(
+    def record_metrics(
         self,
         *,
-        cost_parts: Mapping[str, tuple[Decimal, str]],
-        images: int,
-        partial_images: int,
-        unpriced_reasons: tuple[str, ...],
-        tokens: tuple[tuple[str, str, int], ...],
-    ) -> t.CallMeasurements:
+        cost_parts: Mapping[str, tuple[Decimal, str]] | None = None,
+        images: int = 0,
+        partial_images: int = 0,
+        unpriced_reasons: tuple[str, ...] = (),
+        tokens: tuple[tuple[str, str, int], ...] = (),
+    ) -> None:
+        """Record a call that returned: its counters once each, and the histograms."""
         labels = self.metric_labels()
-        return t.CallMeasurements(
-            labels=labels,
-            cost_parts=cost_parts,
-            images=images,
-            partial_images=partial_images,
-            unpriced_reasons=unpriced_reasons,
-            tokens=tokens,
-            duration_s=self.elapsed(),
-            histogram_labels=self._histogram_labels(labels),
+        t.record_success(
+            self.runtime.instruments,
+            t.CallMeasurements(
+                labels=labels,
+                cost_parts=cost_parts or {},
+                images=images,
+                partial_images=partial_images,
+                unpriced_reasons=unpriced_reasons,
+                tokens=tokens,
+                duration_s=self.elapsed(),
+                histogram_labels=self._histogram_labels(labels),
+            ),
         )
 
 
@@ -293,7 +303,7 @@ class ImagesCall(TrackedCall):
             t.IMAGE_MODERATION: request.moderation,
             t.IMAGE_INPUT_FIDELITY: request.input_fidelity,
         }
-        attributes.update({key: value for key, value in optional.items() if value is not None})
+        attributes.update(t.present(optional))
         if runtime.settings.capture_message_content and request.prompt is not None:
             attributes[t.IMAGE_PROMPT] = request.prompt
         span_name = f"{t.OPERATION_IMAGES} {request.model}" if request.model else t.OPERATION_IMAGES
@@ -350,28 +360,25 @@ class ImagesCall(TrackedCall):
                 (t.PART_IMAGE, "output", usage.output_tokens),
             )
         total = cost.total
-        t.record_success(
-            self.runtime.instruments,
-            self.measurements(
-                cost_parts={t.PART_IMAGE: (total, cost.source)} if total is not None else {},
-                images=received,
-                partial_images=partials,
-                unpriced_reasons=(cost.unpriced_reason,) if total is None and cost.unpriced_reason else (),
-                tokens=tokens,
-            ),
+        self.record_metrics(
+            cost_parts={t.PART_IMAGE: (total, cost.source)} if total is not None else None,
+            images=received,
+            partial_images=partials,
+            unpriced_reasons=(cost.unpriced_reason,) if total is None and cost.unpriced_reason else (),
+            tokens=tokens,
         )
 
 
 def _outcome_attributes(outcome: ImagesOutcome) -> t.Attributes:
-    attributes: t.Attributes = {}
-    if outcome.background is not None:
-        attributes[t.IMAGE_BACKGROUND] = outcome.background
-    if outcome.output_format is not None:
-        attributes[t.IMAGE_OUTPUT_FORMAT] = outcome.output_format
-    if outcome.usage is not None:
-        attributes[t.USAGE_INPUT_TOKENS] = outcome.usage.input_tokens
-        attributes[t.USAGE_OUTPUT_TOKENS] = outcome.usage.output_tokens
-    attributes.update(t.usage_attributes(outcome.usage, outcome.usage_json))
-    if outcome.revised_prompts:
-        attributes[t.IMAGE_REVISED_PROMPTS] = list(outcome.revised_prompts)
+    usage = outcome.usage
+    attributes = t.present(
+        {
+            t.IMAGE_BACKGROUND: outcome.background,
+            t.IMAGE_OUTPUT_FORMAT: outcome.output_format,
+            t.USAGE_INPUT_TOKENS: usage.input_tokens if usage else None,
+            t.USAGE_OUTPUT_TOKENS: usage.output_tokens if usage else None,
+            t.IMAGE_REVISED_PROMPTS: list(outcome.revised_prompts) if outcome.revised_prompts else None,
+        }
+    )
+    attributes.update(t.usage_attributes(usage, outcome.usage_json))
     return attributes

@@ -118,12 +118,12 @@ class ResponsesCall(TrackedCall):
                 return  # a retrieved response without the image tool is none of our business
             self.open_span()
         if outcome is None:
-            t.record_success(self.runtime.instruments, self._measure({}, 0, 0, (), ()))
+            self.record_metrics()
             return
         self.set_attributes(_response_attributes(outcome))
         if not outcome.terminal or not self.runtime.priced_responses.first_time(outcome.id):
             # Queued background work, or a response already priced: a span, but no cost.
-            t.record_success(self.runtime.instruments, self._measure({}, 0, 0, (), ()))
+            self.record_metrics()
             return
         self._record_priced(outcome)
 
@@ -176,9 +176,12 @@ class ResponsesCall(TrackedCall):
                 (t.PART_IMAGE, "input", outcome.image_usage.input_tokens),
                 (t.PART_IMAGE, "output", outcome.image_usage.output_tokens),
             ]
-        t.record_success(
-            runtime.instruments,
-            self._measure(cost_parts, len(drawn), partials, tuple(unpriced), tuple(tokens)),
+        self.record_metrics(
+            cost_parts=cost_parts,
+            images=len(drawn),
+            partial_images=partials,
+            unpriced_reasons=tuple(unpriced),
+            tokens=tuple(tokens),
         )
 
     def _price_images(
@@ -271,7 +274,7 @@ class ResponsesCall(TrackedCall):
             t.IMAGE_STATUS: item.status,
             t.IMAGE_ERROR_CODE: item.error_code,
         }
-        attributes.update({key: value for key, value in optional.items() if value is not None})
+        attributes.update(t.present(optional))
         if item.moderation_categories:
             attributes[t.IMAGE_MODERATION_CATEGORIES] = list(item.moderation_categories)
         if self.runtime.settings.capture_message_content and item.revised_prompt:
@@ -290,22 +293,6 @@ class ResponsesCall(TrackedCall):
             span.set_status(Status(StatusCode.ERROR, error))
         span.end(end_time=item.completed_ns)
 
-    def _measure(
-        self,
-        cost_parts: Mapping[str, tuple[Decimal, str]],
-        images: int,
-        partial_images: int,
-        unpriced: tuple[str, ...],
-        tokens: tuple[tuple[str, str, int], ...],
-    ) -> t.CallMeasurements:
-        return self.measurements(
-            cost_parts=cost_parts,
-            images=images,
-            partial_images=partial_images,
-            unpriced_reasons=unpriced,
-            tokens=tokens,
-        )
-
 
 def _tool_attributes(tool: ImageTool) -> t.Attributes:
     found = {
@@ -320,7 +307,7 @@ def _tool_attributes(tool: ImageTool) -> t.Attributes:
         t.IMAGE_ACTION: tool.action,
         t.IMAGE_PARTIAL_IMAGES_REQUESTED: tool.partial_images,
     }
-    return {key: value for key, value in found.items() if value is not None}
+    return t.present(found)
 
 
 def _response_attributes(outcome: ResponseOutcome) -> t.Attributes:
@@ -331,7 +318,7 @@ def _response_attributes(outcome: ResponseOutcome) -> t.Attributes:
         t.USAGE_INPUT_TOKENS: outcome.usage.input_tokens if outcome.usage else None,
         t.USAGE_OUTPUT_TOKENS: outcome.usage.output_tokens if outcome.usage else None,
     }
-    return {key: value for key, value in found.items() if value is not None}
+    return t.present(found)
 
 
 def _item_quality(item: ImageCallItem, tool: ImageTool) -> str:

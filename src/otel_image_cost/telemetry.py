@@ -89,6 +89,11 @@ METRIC_CALL_KEYS = (
 Attributes = dict[str, AttributeValue]
 
 
+def present(values: Mapping[str, AttributeValue | None]) -> Attributes:
+    """The attributes that have a value (OpenTelemetry attributes cannot be None)."""
+    return {key: value for key, value in values.items() if value is not None}
+
+
 def usage_attributes(usage: ImageTokenUsage | None, usage_json: str | None) -> Attributes:
     """The `openai.image.usage.*` billing breakdown, where the response gave it."""
     if usage is None:
