@@ -21,6 +21,7 @@ ALERTS = (
     "OpenAIImageSpendRateAboveWeeklyBaseline",
     "OpenAIImageUnpricedCalls",
     "OpenAIImageErrorRatioHigh",
+    "OpenAIImageCostAttributionOverflow",
     "OpenAIImageCostTelemetryDown",
 )
 
