@@ -16,6 +16,7 @@ from test_ops_common import (
     INSTRUMENTS,
     contract_table,
     dashboard_queries,
+    docs_snippet,
     exported_series_names,
     load_rules,
     metric_names_in,
@@ -229,3 +230,15 @@ def test_debug_exporter_is_defined_but_off_and_can_be_switched_on() -> None:
     switched = copy.deepcopy(config)
     switched["service"]["pipelines"]["metrics"]["exporters"] = ["prometheus", "debug"]
     assert problems(switched) == []
+
+
+def test_docs_remote_write_snippet_fits_the_config() -> None:
+    """docs/ops.md's prometheusremotewrite addition merges into a config the checker accepts."""
+    snippet = yaml.safe_load(
+        docs_snippet("# collector-config.yaml additions: metrics straight to Mimir/Cortex/Thanos Receive")
+    )
+    config = load()
+    config["exporters"].update(snippet["exporters"])
+    config["service"]["pipelines"]["metrics"].update(snippet["service"]["pipelines"]["metrics"])
+    assert problems(config) == []
+    assert config["service"]["pipelines"]["metrics"]["exporters"] == ["prometheus", "prometheusremotewrite"]

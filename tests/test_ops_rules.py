@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 import yaml
-from test_ops_common import PROMETHEUS_DIR, ROOT, RULE_FILES, load_rules, require_tool
+from test_ops_common import PROMETHEUS_DIR, ROOT, RULE_FILES, docs_snippet, load_rules, require_tool
 
 TESTS_DIR = PROMETHEUS_DIR / "tests"
 UNIT_TESTS = sorted(TESTS_DIR.glob("*_test.yml"))
@@ -120,3 +120,21 @@ def test_budgets_are_data_in_one_file() -> None:
             assert re.search(
                 r"> on \((user_id|tenant_id)\) \w+:openai_image_cost_budget_USD:\d+h$", rule.expr
             )
+
+
+def test_docs_remote_write_snippet_is_valid_prometheus_config(tmp_path: Path) -> None:
+    config = yaml.safe_load((PROMETHEUS_DIR / "prometheus.yml").read_text())
+    config.update(
+        yaml.safe_load(
+            docs_snippet("# prometheus.yml: remote_write to a long-term, horizontally scaled store")
+        )
+    )
+    config["rule_files"] = [str(PROMETHEUS_DIR / name) for name in config["rule_files"]]
+    config["scrape_configs"][1]["file_sd_configs"][0]["files"] = [
+        str(PROMETHEUS_DIR / "targets" / "apps.yml")
+    ]
+    path = tmp_path / "prometheus.yml"
+    path.write_text(yaml.safe_dump(config))
+    result = promtool("check", "config", path)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert config["remote_write"][0]["write_relabel_configs"][0]["action"] == "keep"
