@@ -130,8 +130,8 @@ def demo_profiles() -> list[Profile]:
                 continue  # another GenAI instrumentation sharing the semconv histograms
             labels = {k: v for k, v in sample.labels.items() if k in ATTRIBUTE_KEYS and v != ""}
             by_labels[tuple(sorted(labels.items()))][sample.name.removeprefix(family.name)] = sample.value
-        for labels, values in by_labels.items():
-            label_map = dict(labels)
+        for label_set, values in by_labels.items():
+            label_map = dict(label_set)
             user = label_map.pop("user_id", "(none)")
             tenants[user] = "tenant_id" in label_map
             label_map.pop("tenant_id", None)
