@@ -61,7 +61,10 @@ def _optional_text(value: object) -> str | None:
 def _attribute_keys(value: object) -> tuple[str, ...]:
     if value is None:
         return DEFAULT_METRIC_ATTRIBUTES
-    items: Iterable[object] = value.split(",") if isinstance(value, str) else _iterable(value)
+    items = list(value.split(",") if isinstance(value, str) else _iterable(value))
+    if not all(isinstance(item, str) for item in items):
+        _reject(ENV_METRIC_ATTRIBUTES, value, "attribute keys as strings; the other entries are ignored")
+        items = [item for item in items if isinstance(item, str)]
     keys = tuple(dict.fromkeys(str(item).strip() for item in items if str(item).strip()))
     if isinstance(value, str) and not keys and value.strip():
         _reject(ENV_METRIC_ATTRIBUTES, value, "comma-separated attribute keys, e.g. 'user.id,tenant.id'")

@@ -23,7 +23,7 @@ from wrapt import wrap_function_wrapper
 
 from . import extract
 from .calls import ImagesCall, Runtime, TrackedCall
-from .config import Settings, load_settings
+from .config import ENV_AZURE_DEPLOYMENTS, ENV_DEFAULT_IMAGE_MODEL, ENV_PRICES, Settings, load_settings
 from .extract import given
 from .extract_responses import documented_default_tool_model, image_tool
 from .prices import PriceFileError, PriceTable, load_price_table
@@ -188,10 +188,33 @@ def _sdk_default_tool_model() -> str | None:
 
 def _load_prices(settings: Settings) -> PriceTable | None:
     try:
-        return load_price_table(settings.prices_path)
+        prices = load_price_table(settings.prices_path)
     except PriceFileError as exc:
-        logger.error("otel-image-cost: %s; image costs will be reported as unknown", exc)
+        logger.error(
+            "otel-image-cost: ignoring %s=%r: %s; expected a readable YAML or JSON price file with the "
+            "schema of the built-in prices.yaml; image costs will be reported as unknown",
+            ENV_PRICES,
+            settings.prices_path,
+            exc,
+        )
         return None
+    _check_models(settings, prices)
+    return prices
+
+
+def _check_models(settings: Settings, prices: PriceTable) -> None:
+    """Warn about configured models the price table cannot price (their calls stay unpriced)."""
+    configured = [(ENV_DEFAULT_IMAGE_MODEL, settings.default_image_model)]
+    configured += [(ENV_AZURE_DEPLOYMENTS, model) for model in settings.azure_deployments.values()]
+    for setting, model in configured:
+        if model and prices.lookup(model) is None:
+            logger.warning(
+                "otel-image-cost: %s names %r, which the price table does not know; expected one of %s; "
+                "its calls will be reported as unpriced (unknown_model)",
+                setting,
+                model,
+                ", ".join(sorted(prices.models)),
+            )
 
 
 class OpenAIImageCostInstrumentor(BaseInstrumentor):  # type: ignore[misc]
