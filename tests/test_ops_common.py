@@ -200,9 +200,9 @@ DOCS = ROOT / "docs" / "ops.md"
 
 
 def docs_snippet(first_line: str) -> str:
-    """The fenced code block of docs/ops.md whose first line is `first_line`."""
+    """The fenced code block of docs/ops.md that starts with `first_line`."""
     blocks = re.findall(r"^```\w*\n(.*?)^```", DOCS.read_text(), re.M | re.S)
-    found = [block for block in blocks if block.startswith(first_line + "\n")]
+    found = [block for block in blocks if block.startswith(first_line)]
     assert len(found) == 1, f"{len(found)} blocks start with {first_line!r}"
     return str(found[0])
 

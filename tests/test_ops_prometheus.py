@@ -390,6 +390,15 @@ def test_every_rule_expression_runs_and_every_rule_is_healthy(
         assert rule["health"] == "ok", (rule["name"], rule.get("lastError"))
 
 
+def test_docs_target_info_join_runs(synthetic: tuple[LocalPrometheus, float]) -> None:
+    prometheus, at = synthetic
+    expr = docs_snippet("sum by (service_name) (rate(openai_image_cost_USD_total[5m])").strip()
+    assert expr.count("\n") == 0
+    result = prometheus.query(expr, at)
+    assert [sample["metric"] for sample in result] == [{"service_name": "synthetic"}]
+    assert float(result[0]["value"][1]) > 0
+
+
 def test_exactly_the_expected_alerts_fire(synthetic: tuple[LocalPrometheus, float]) -> None:
     prometheus, _ = synthetic
     assert firing(prometheus) == EXPECTED_FIRING
