@@ -3,7 +3,9 @@
 A proxy is an `isinstance` match for the SDK object it wraps and forwards every attribute, so
 the application (and the SDK's own helpers that read e.g. `.response`) see no difference. It
 reports each event to its call as it passes and ends the call exactly once: when the stream is
-exhausted, fails, is closed, leaves its `with` block, or is garbage-collected unclosed.
+exhausted, fails, is closed, leaves its `with` block, or is garbage-collected unclosed. The SDK's
+stream helpers (`responses.stream(...)`) close a stream through its HTTP `.response`, so that is
+proxied too.
 """
 
 from __future__ import annotations
@@ -33,6 +35,26 @@ def _end_when_collected(proxy: object, call: CallObserver) -> None:
     weakref.finalize(proxy, call.finish)
 
 
+class ObservedHTTPResponse(ProxyBase):
+    """A stream's `httpx.Response`: closing it (as the SDK's stream helpers do) ends the call."""
+
+    def __init__(self, response: Any, call: CallObserver) -> None:
+        super().__init__(response)
+        self._self_call = call
+
+    def close(self) -> None:
+        try:
+            self.__wrapped__.close()
+        finally:
+            self._self_call.finish()
+
+    async def aclose(self) -> None:
+        try:
+            await self.__wrapped__.aclose()
+        finally:
+            self._self_call.finish()
+
+
 class ObservedStream(ProxyBase):
     """A `Stream` whose events are counted on the way to the application."""
 
@@ -40,6 +62,10 @@ class ObservedStream(ProxyBase):
         super().__init__(stream)
         self._self_call = call
         _end_when_collected(self, call)
+
+    @property
+    def response(self) -> Any:
+        return ObservedHTTPResponse(self.__wrapped__.response, self._self_call)
 
     def __iter__(self) -> ObservedStream:
         return self
@@ -85,6 +111,10 @@ class AsyncObservedStream(ProxyBase):
         super().__init__(stream)
         self._self_call = call
         _end_when_collected(self, call)
+
+    @property
+    def response(self) -> Any:
+        return ObservedHTTPResponse(self.__wrapped__.response, self._self_call)
 
     def __aiter__(self) -> AsyncObservedStream:
         return self
