@@ -52,8 +52,8 @@ TIMEOUT = 10.0
 PRICING_VERSION = "2026-11-21"
 REL = 1e-12
 
-BARE_TOOL: dict[str, Any] = {"type": "image_generation"}  # the server echoes model gpt-image-1.5
-LOW_TOOL: dict[str, Any] = {"type": "image_generation", "model": "gpt-image-1", "quality": "low"}
+BARE_TOOL: Any = {"type": "image_generation"}  # the server echoes model gpt-image-1.5
+LOW_TOOL: Any = {"type": "image_generation", "model": "gpt-image-1", "quality": "low"}
 
 # "Draw a lighthouse" (17 chars, 5 tokens), one image from the echoed gpt-image-1.5, medium 1024x1024:
 #   mainline 1505 x 0.15e-6 + 28 x 0.6e-6 = 0.00022575 + 0.0000168 = 0.00024255
@@ -113,7 +113,7 @@ def child_spans(telemetry: Telemetry, parent: ReadableSpan | None = None) -> lis
 
 def parent_id(span: ReadableSpan) -> int:
     assert span.context is not None
-    return span.context.span_id
+    return int(span.context.span_id)
 
 
 def one_call(telemetry: Telemetry) -> tuple[ReadableSpan, list[ReadableSpan]]:
@@ -272,7 +272,9 @@ async def test_create_async(
 
 
 def test_create_stream(telemetry: Telemetry, instrumented: object, sdk: openai.OpenAI) -> None:
-    events = list(sdk.responses.create(model=MODEL, input=LIGHTHOUSE, tools=[BARE_TOOL], stream=True))
+    events: list[Any] = list(
+        sdk.responses.create(model=MODEL, input=LIGHTHOUSE, tools=[BARE_TOOL], stream=True)
+    )
     assert events[-1].type == "response.completed"
     assert_lighthouse(telemetry, events[-1].response, stream=True)
 
@@ -281,7 +283,7 @@ async def test_create_stream_async(
     telemetry: Telemetry, instrumented: object, async_sdk: openai.AsyncOpenAI
 ) -> None:
     stream = await async_sdk.responses.create(model=MODEL, input=LIGHTHOUSE, tools=[BARE_TOOL], stream=True)
-    events = [event async for event in stream]
+    events: list[Any] = [event async for event in stream]
     assert_lighthouse(telemetry, events[-1].response, stream=True)
 
 
@@ -368,7 +370,7 @@ def test_with_raw_response_stream(telemetry: Telemetry, instrumented: object, sd
         model=MODEL, input=LIGHTHOUSE, tools=[BARE_TOOL], stream=True
     )
     assert telemetry.spans() == []  # nothing read yet
-    events = list(raw.parse())
+    events: list[Any] = list(raw.parse())
     assert_lighthouse(telemetry, events[-1].response, stream=True)
 
 
@@ -387,7 +389,7 @@ def test_with_streaming_response_stream(
     with sdk.responses.with_streaming_response.create(
         model=MODEL, input=LIGHTHOUSE, tools=[BARE_TOOL], stream=True
     ) as streamed:
-        events = list(streamed.parse())
+        events: list[Any] = list(streamed.parse())
     assert_lighthouse(telemetry, events[-1].response, stream=True)
 
 
@@ -457,7 +459,7 @@ def test_background_stream_resumed_with_the_helper(
 ) -> None:
     """A background stream left after 5 events costs nothing; resuming it with
     `responses.stream(response_id=..., starting_after=...)` prices it; a later retrieve does not."""
-    tool = {**LOW_TOOL, "partial_images": 2}
+    tool: Any = {**LOW_TOOL, "partial_images": 2}
     seen: list[Any] = []
     with sdk.responses.create(
         model=MODEL, input="Draw a fish", tools=[tool], background=True, stream=True
@@ -491,6 +493,36 @@ def test_background_stream_resumed_with_the_helper(
     assert_no_cost(telemetry.spans()[-1])
     assert len(child_spans(telemetry)) == 1
     assert cost_totals(telemetry) == (0.01893, SHORT_MAINLINE)
+    assert telemetry.total("openai.image.generated") == 1
+
+
+async def test_background_async_stream_resumed_then_retrieved(
+    telemetry: Telemetry, instrumented: object, async_sdk: openai.AsyncOpenAI
+) -> None:
+    seen: list[Any] = []
+    stream = await async_sdk.responses.create(
+        model=MODEL, input="Draw a fish", tools=[LOW_TOOL], background=True, stream=True
+    )
+    async with stream:
+        async for event in stream:
+            seen.append(event)
+            if len(seen) == 3:
+                break
+    response_id = seen[0].response.id
+    assert_no_cost(telemetry.spans()[0])
+    async with async_sdk.responses.stream(response_id=response_id, starting_after=2) as helper:
+        numbers = [event.sequence_number async for event in helper]
+        final = await helper.get_final_response()
+    assert numbers[0] == 3 and final.status == "completed"
+    resumed = telemetry.spans()[-1]
+    assert (resumed.name, attributes(resumed)["gen_ai.response.id"]) == ("chat", response_id)
+    # "Draw a fish", no partial images asked: LOW_IMAGE + SHORT_MAINLINE
+    assert attributes(resumed)["gen_ai.usage.cost"] == LOW_TOTAL
+    retrieved = await async_sdk.responses.retrieve(response_id)
+    assert retrieved.status == "completed"
+    assert_no_cost(telemetry.spans()[-1])
+    assert len(child_spans(telemetry)) == 1
+    assert cost_totals(telemetry) == (LOW_IMAGE, SHORT_MAINLINE)
     assert telemetry.total("openai.image.generated") == 1
 
 
@@ -662,6 +694,21 @@ def test_tool_without_model_and_no_echo_uses_the_sdk_default(
     assert cost_totals(telemetry) == (image, SHORT_MAINLINE)
 
 
+def test_tool_usage_is_read_on_both_sdk_lines(
+    telemetry: Telemetry, instrumented: object, sdk: openai.OpenAI
+) -> None:
+    """openai 2.x's Response declares no `tool_usage`: it arrives as an extra field and is still priced."""
+    response = sdk.responses.create(model=MODEL, input=LIGHTHOUSE, tools=[BARE_TOOL])
+    assert ("tool_usage" in type(response).model_fields) is SDK3
+    if not SDK3:
+        assert (response.model_extra or {})["tool_usage"]["image_gen"]["output_tokens"] == 1267
+    call, (child,) = one_call(telemetry)
+    for span in (call, child):
+        assert attributes(span)["openai.image.cost.source"] == "usage"
+    assert attributes(call)["openai.image.usage.output_text_tokens"] == 211
+    assert cost_totals(telemetry) == (LIGHTHOUSE_IMAGE, LIGHTHOUSE_MAINLINE)
+
+
 def test_tool_without_model_echoed_by_the_response(
     telemetry: Telemetry, instrumented: object, sdk: openai.OpenAI
 ) -> None:
@@ -674,7 +721,7 @@ def test_tool_without_model_echoed_by_the_response(
         )
 
 
-def input_with_image(text: str) -> list[dict[str, Any]]:
+def input_with_image(text: str) -> Any:
     return [
         {
             "role": "user",
@@ -687,7 +734,7 @@ def input_with_image(text: str) -> list[dict[str, Any]]:
 
 
 def test_action_auto_resolved_to_edit(telemetry: Telemetry, instrumented: object, sdk: openai.OpenAI) -> None:
-    tool = {**LOW_TOOL, "action": "auto"}
+    tool: Any = {**LOW_TOOL, "action": "auto"}
     response = sdk.responses.create(model=MODEL, input=input_with_image("Make it night"), tools=[tool])
     (item,) = image_calls(response)
     assert item.action == "edit"
@@ -731,7 +778,7 @@ def test_multi_turn_follow_up(telemetry: Telemetry, instrumented: object, sdk: o
 
 def timed_events(stream: Any) -> list[tuple[int, Any, int]]:
     """(clock before, event, clock after) for every event, reading the stream one `next` at a time."""
-    timed = []
+    timed: list[tuple[int, Any, int]] = []
     iterator = iter(stream)
     while True:
         before = time.time_ns()
@@ -745,7 +792,7 @@ def timed_events(stream: Any) -> list[tuple[int, Any, int]]:
 def test_streamed_partial_images_per_item_and_child_timing(
     telemetry: Telemetry, instrumented: object, sdk: openai.OpenAI
 ) -> None:
-    tool = {**LOW_TOOL, "partial_images": 1}
+    tool: Any = {**LOW_TOOL, "partial_images": 1}
     stream = sdk.responses.create(
         model=MODEL, input="Make two images of a boat, one tall", tools=[tool], stream=True
     )
@@ -788,9 +835,11 @@ def test_streamed_partial_images_per_item_and_child_timing(
 
 
 def test_estimate_without_tool_usage_adds_partial_images(telemetry: Telemetry, instrumented: object) -> None:
-    tool = {**LOW_TOOL, "partial_images": 2}
+    tool: Any = {**LOW_TOOL, "partial_images": 2}
     with served(tool_usage=False) as client:
-        events = list(client.responses.create(model=MODEL, input="Draw a fish", tools=[tool], stream=True))
+        events: list[Any] = list(
+            client.responses.create(model=MODEL, input="Draw a fish", tools=[tool], stream=True)
+        )
     assert sum(event.type.endswith("partial_image") for event in events) == 2
     call, (child,) = one_call(telemetry)
     a = attributes(call)
@@ -809,8 +858,10 @@ def test_estimate_without_tool_usage_adds_partial_images(telemetry: Telemetry, i
 def test_high_quality_stream_with_tool_usage(
     telemetry: Telemetry, instrumented: object, sdk: openai.OpenAI
 ) -> None:
-    tool = {"type": "image_generation", "model": "gpt-image-1", "quality": "high", "partial_images": 2}
-    events = list(sdk.responses.create(model=MODEL, input="Draw a river", tools=[tool], stream=True))
+    tool: Any = {"type": "image_generation", "model": "gpt-image-1", "quality": "high", "partial_images": 2}
+    events: list[Any] = list(
+        sdk.responses.create(model=MODEL, input="Draw a river", tools=[tool], stream=True)
+    )
     assert events[-1].type == "response.completed"
     call, (child,) = one_call(telemetry)
     a = attributes(call)
@@ -929,7 +980,7 @@ def test_no_cost_recorded_twice_after_collection(
 ) -> None:
     """A stream read to its end, then dropped and collected, is recorded once."""
     stream = sdk.responses.create(model=MODEL, input=LIGHTHOUSE, tools=[BARE_TOOL], stream=True)
-    events = list(stream)
+    events: list[Any] = list(stream)
     del stream
     gc.collect()
     assert_lighthouse(telemetry, events[-1].response, stream=True)
