@@ -942,6 +942,24 @@ async def test_with_streaming_response_closed_unparsed(
     assert_priced_call_metrics(telemetry, cost=0.02179, source="estimate", images=0)
 
 
+@pytest.mark.xfail(
+    strict=True,
+    reason="design question: a stream=True request whose streaming response is closed unread is estimated "
+    "at 0 images (prompt only, $0.00003) while the same non-stream request is estimated at its n images; "
+    "the service generated and bills the images either way",
+)
+def test_with_streaming_response_of_a_stream_closed_unparsed(
+    telemetry: Telemetry, instrumented: Any, clients: Clients
+) -> None:
+    kwargs = {**RAW_KWARGS, "n": 2, "stream": True}
+    with clients.sync.images.with_streaming_response.generate(**kwargs) as response:
+        assert response.status_code == 200
+    # as for the non-stream request: 2 x 272 x 40e-6 = 0.02176; 6 x 5e-6 = 0.00003
+    assert_attributes(
+        telemetry.span(), {"gen_ai.usage.cost": 0.02179, "openai.image.cost.source": "estimate"}
+    )
+
+
 @pytest.mark.parametrize("mode", MODES)
 async def test_with_streaming_response_of_a_stream(
     telemetry: Telemetry, instrumented: Any, clients: Clients, mode: Mode
