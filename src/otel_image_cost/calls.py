@@ -25,7 +25,7 @@ from .config import Settings
 from .cost import Cost, ImageGeneration, price_image_generation
 from .extract import ImagesOutcome, ImagesStreamTally, image_request, images_response_outcome
 from .prices import PriceTable
-from .safety import swallowed
+from .safety import report_internal_error, swallowed
 
 # What the Images API documents when a call leaves quality or size out (DALL·E only; the GPT
 # image models default to `auto`, which the response then resolves).
@@ -320,8 +320,10 @@ class ImagesCall(TrackedCall):
 
     def observe_event(self, event: Any) -> None:
         if self._tally is not None and not self.ended:
-            with swallowed("ImagesCall.observe_event"):
+            try:  # per event: a plain try costs nothing, a `with swallowed(...)` block ~0.8 µs
                 self._tally.add(event)
+            except Exception as exc:
+                report_internal_error("ImagesCall.observe_event", exc)
 
     def record(self) -> None:
         request = self.request

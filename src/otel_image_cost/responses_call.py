@@ -27,7 +27,7 @@ from .extract_responses import (
     response_outcome,
     responses_request,
 )
-from .safety import swallowed
+from .safety import report_internal_error, swallowed
 
 RESPONSES_TOOL = "responses_tool"
 EXECUTE_TOOL = "execute_tool"
@@ -108,8 +108,10 @@ class ResponsesCall(TrackedCall):
 
     def observe_event(self, event: Any) -> None:
         if self._tally is not None and not self.ended:
-            with swallowed("ResponsesCall.observe_event"):
+            try:  # per event: a plain try costs nothing, a `with swallowed(...)` block ~0.8 µs
                 self._tally.add(event, time.time_ns())
+            except Exception as exc:
+                report_internal_error("ResponsesCall.observe_event", exc)
 
     def record(self) -> None:
         outcome = self._outcome or (self._tally.outcome() if self._tally is not None else None)
