@@ -388,11 +388,19 @@ def test_estimate_images_partials_and_prompt(prices: PriceTable) -> None:
     cost = price_image_generation(generation, prices)
     assert cost.source == "estimate"
     assert priced(cost) == {
-        "input_text": D("0.000055"),  # ceil(41 / 4) = 11 x 5e-6
+        "input_text": D("0.00011"),  # ceil(41 / 4) = 11 tokens per image, x 2 images x 5e-6
         "output_image": D("0.12672"),  # 2 x 1584 x 40e-6
         "partial_images": D("0.012"),  # 3 x 100 x 40e-6
     }
-    assert cost.total == D("0.138775")
+    assert cost.total == D("0.13883")
+
+
+def test_estimate_reads_the_prompt_once_when_no_image_arrived(prices: PriceTable) -> None:
+    generation = ImageGeneration("gpt-image-1", "medium", "1024x1024", 0, partial_images=1, prompt_chars=41)
+    assert priced(price_image_generation(generation, prices)) == {
+        "input_text": D("0.000055"),  # ceil(41 / 4) = 11 x 5e-6
+        "partial_images": D("0.004"),  # 100 x 40e-6
+    }
 
 
 def test_mini_estimate_partials_at_its_image_output_price(prices: PriceTable) -> None:

@@ -504,9 +504,9 @@ SHAPE_CASES = [
         "none-estimate-mini-per-image",
         "generate",
         {"model": "gpt-image-1-mini", "prompt": "logo sketch", "quality": "low", "n": 3},
-        # per-image estimate: 3 x 0.005 = 0.015; ceil(11 / 4) = 3 x 2e-6 = 0.000006
-        0.015006,
-        {"input_text": 0.000006, "output_image": 0.015},
+        # per-image estimate: 3 x 0.005 = 0.015; ceil(11 / 4) = 3 tokens per image: 9 x 2e-6 = 0.000018
+        0.015018,
+        {"input_text": 0.000018, "output_image": 0.015},
         {"openai.image.quality": "low", "openai.image.size": "1024x1024", **NO_USAGE},
         source="estimate",
         images=3,
@@ -564,11 +564,6 @@ async def test_usage_shapes(
     )
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="design question: the no-usage estimate counts the prompt's text tokens once, but the service "
-    "bills them per image (cost-model.md: 'input tokens scale with n'), so estimates of n > 1 run low",
-)
 async def test_estimate_counts_prompt_tokens_per_image(
     telemetry: Telemetry, instrument: Any, pool: ServerPool
 ) -> None:
@@ -932,31 +927,26 @@ async def test_with_streaming_response_closed_unparsed(
     else:
         async with clients.async_.images.with_streaming_response.generate(**kwargs) as aresponse:
             assert aresponse.status_code == 200
-    # nothing read: an estimate for the n = 2 images asked: 2 x 272 x 40e-6 = 0.02176; 6 x 5e-6 = 0.00003
+    # nothing read: an estimate for the n = 2 images asked: 2 x 272 x 40e-6 = 0.02176;
+    # the prompt's 6 tokens once per image: 12 x 5e-6 = 0.00006
     span = telemetry.span()
     assert_attributes(
         span,
-        {"gen_ai.usage.cost": 0.02179, "openai.image.cost.source": "estimate", "openai.image.count": 0},
+        {"gen_ai.usage.cost": 0.02182, "openai.image.cost.source": "estimate", "openai.image.count": 0},
     )
-    assert cost_components(span) == {"input_text": 0.00003, "output_image": 0.02176}
-    assert_priced_call_metrics(telemetry, cost=0.02179, source="estimate", images=0)
+    assert cost_components(span) == {"input_text": 0.00006, "output_image": 0.02176}
+    assert_priced_call_metrics(telemetry, cost=0.02182, source="estimate", images=0)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="design question: a stream=True request whose streaming response is closed unread is estimated "
-    "at 0 images (prompt only, $0.00003) while the same non-stream request is estimated at its n images; "
-    "the service generated and bills the images either way",
-)
 def test_with_streaming_response_of_a_stream_closed_unparsed(
     telemetry: Telemetry, instrumented: Any, clients: Clients
 ) -> None:
     kwargs = {**RAW_KWARGS, "n": 2, "stream": True}
     with clients.sync.images.with_streaming_response.generate(**kwargs) as response:
         assert response.status_code == 200
-    # as for the non-stream request: 2 x 272 x 40e-6 = 0.02176; 6 x 5e-6 = 0.00003
+    # as for the non-stream request: 2 x 272 x 40e-6 = 0.02176; 12 x 5e-6 = 0.00006
     assert_attributes(
-        telemetry.span(), {"gen_ai.usage.cost": 0.02179, "openai.image.cost.source": "estimate"}
+        telemetry.span(), {"gen_ai.usage.cost": 0.02182, "openai.image.cost.source": "estimate"}
     )
 
 

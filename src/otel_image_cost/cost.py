@@ -253,11 +253,15 @@ def _pair(total: int, first: int | None, second: int | None) -> tuple[int, int]:
 def _estimate_lines(
     generation: ImageGeneration, row: TokenModelPrices, defaults: EstimateDefaults
 ) -> list[_Line]:
-    """Rule 2: images x per-image output, partial previews, and the prompt's text tokens."""
+    """Rule 2: images x per-image output, partial previews, and the prompt's text tokens.
+
+    The service bills the prompt once per image (recorded usage: input tokens scale with `n`), so
+    the estimate does too; a call that delivered no image still had its prompt read once.
+    """
     units, unit_price = _image_output(row, generation.quality, generation.size, defaults)
     prompt_tokens = math.ceil((generation.prompt_chars or 0) / defaults.prompt_chars_per_token)
     return [
-        ("input_text", prompt_tokens, row.tokens.input_text),
+        ("input_text", prompt_tokens * max(generation.images, 1), row.tokens.input_text),
         ("output_image", generation.images * units, unit_price),
         (
             "partial_images",

@@ -248,7 +248,10 @@ class ImagesStreamTally:
         self.background = text(field(event, "background")) or self.background
         self.output_format = text(field(event, "output_format")) or self.output_format
 
-    def outcome(self) -> ImagesOutcome:
+    def outcome(self) -> ImagesOutcome | None:
+        """What the stream reported; None when it delivered no image event at all (never read)."""
+        if not self.images and not self.partial_images:
+            return None
         usage_json = None
         if self._usage_json:
             joined = ",".join(self._usage_json)
