@@ -154,6 +154,7 @@ class ResponseOutcome:
     image_usage_json: str | None
     tool: ImageTool | None
     items: tuple[ImageCallItem, ...]
+    user: str | None = None  # the `safety_identifier` (or `user`) the request carried, echoed
 
     @property
     def terminal(self) -> bool:
@@ -184,6 +185,7 @@ def response_outcome(response: Any) -> ResponseOutcome:
         image_usage_json=compact_json(image_gen),
         tool=image_tool(field(response, "tools")),
         items=tuple(image_call_item(item) for item in output if field(item, "type") == IMAGE_CALL_ITEM),
+        user=text(field(response, "safety_identifier")) or text(field(response, "user")),
     )
 
 

@@ -17,6 +17,7 @@ from opentelemetry import trace
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
 from . import telemetry as t
+from .attribution import USER_ID
 from .calls import Runtime, TrackedCall, client_of, effective, is_azure
 from .cost import Cost, ImageGeneration, estimated_output_tokens, price_text_model, split_cost
 from .extract_responses import (
@@ -118,6 +119,11 @@ class ResponsesCall(TrackedCall):
         if self.span is None:
             if outcome is None or (outcome.tool is None and not outcome.items):
                 return  # a retrieved response without the image tool is none of our business
+            # A retrieve names neither model nor user: the response echoes both.
+            if outcome.model is not None:
+                self.span_name = f"{t.OPERATION_RESPONSES} {outcome.model}"
+            if outcome.user is not None:
+                self.attribution.setdefault(USER_ID, outcome.user)
             self.open_span()
         if outcome is None:
             self.record_metrics()
@@ -148,6 +154,9 @@ class ResponsesCall(TrackedCall):
             **t.cost_attributes(image_cost),
             **t.usage_attributes(outcome.image_usage, outcome.image_usage_json),
         }
+        actions = {item.action for item in items if item.action}
+        if actions or tool.action:
+            attributes[t.IMAGE_ACTION] = _one_or_mixed(actions, tool.action)  # reported, else as sent
         if model is not None:
             attributes[t.IMAGE_MODEL] = model
         if source is not None:
