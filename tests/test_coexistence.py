@@ -367,16 +367,8 @@ def test_openllmetry_alone_leaves_its_wrappers_on_uninstrument(pristine_sdk: Any
     )
 
 
-OURS_UNDER_A_PEER = pytest.mark.xfail(
-    strict=True,
-    reason="design question: `uninstrument()` pops the outermost wrapper (opentelemetry's `unwrap`), "
-    "which is the peer's when the peer instrumented after us: our inert wrapper stays in the SDK and "
-    "the peer's is gone while the peer is still instrumented. Removing our own layer wherever it is "
-    "in the chain fixes this, but then a peer that pops blindly and uninstruments first (removing "
-    "ours) would leave its own layer behind.",
-)
 LLM_INSTRUMENT_ORDERS = [
-    pytest.param(("ours", "openllmetry"), marks=OURS_UNDER_A_PEER),
+    ("ours", "openllmetry"),
     ("openllmetry", "ours"),
 ]
 

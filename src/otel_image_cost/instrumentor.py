@@ -144,7 +144,7 @@ def _sync_wrapper(patch: Patch) -> Callable[..., Any]:
                 raise
         return observe_result(call, result, streaming=call.streaming)
 
-    return wrapper
+    return _ours(wrapper)
 
 
 def _async_wrapper(patch: Patch) -> Callable[..., Any]:
@@ -162,7 +162,37 @@ def _async_wrapper(patch: Patch) -> Callable[..., Any]:
                 raise
         return observe_result(call, result, streaming=call.streaming)
 
+    return _ours(wrapper)
+
+
+_OURS = "_otel_image_cost_wrapper"
+
+
+def _ours(wrapper: Callable[..., Any]) -> Callable[..., Any]:
+    setattr(wrapper, _OURS, True)
     return wrapper
+
+
+def _remove_our_layer(owner: Any, method: str) -> None:
+    """Take our wrapper out of `owner.method`, wherever it sits among other instrumentations'.
+
+    `opentelemetry.instrumentation.utils.unwrap` pops the outermost wrapper, which is another
+    plugin's when it instrumented after us; this splices out our own layer and leaves theirs.
+    """
+    node = owner.__dict__.get(method)
+    if _is_our_layer(node):
+        unwrap(owner, method)
+        return
+    while hasattr(node, "_self_wrapper"):  # a wrapt function wrapper, ours or another plugin's
+        inner = node.__wrapped__
+        if _is_our_layer(inner):
+            node.__wrapped__ = inner.__wrapped__
+            return
+        node = inner
+
+
+def _is_our_layer(value: Any) -> bool:
+    return bool(getattr(getattr(value, "_self_wrapper", None), _OURS, False))
 
 
 def _owner(patch: Patch) -> Any:
@@ -248,4 +278,4 @@ class OpenAIImageCostInstrumentor(BaseInstrumentor):  # type: ignore[misc]
     def _uninstrument(self, **kwargs: Any) -> None:
         _Active.runtime = None
         for patch in _available(PATCHES):
-            unwrap(_owner(patch), patch.method)
+            _remove_our_layer(_owner(patch), patch.method)
