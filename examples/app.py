@@ -101,8 +101,19 @@ def frank(client: openai.OpenAI) -> None:
     client.images.generate(model="gpt-image-1", prompt="A cat", quality="medium", safety_identifier="frank")
 
 
+def grace(client: openai.OpenAI) -> None:
+    """initech / grace: a call that names no model (its cost cannot be known: counted as unpriced),
+    and a prompt the service refuses (the app handles the SDK's own error; nothing is billed)."""
+    with billing_context(user_id="grace", tenant_id="initech"):
+        client.images.generate(prompt="A sunset", quality="low")
+        try:
+            client.images.generate(model="gpt-image-1", prompt="moderation test")
+        except openai.BadRequestError as refused:
+            print(f"grace: refused by the service ({refused.code})")
+
+
 def run_workload(client: openai.OpenAI, async_client: openai.AsyncOpenAI) -> None:
-    steps: list[Callable[[openai.OpenAI], None]] = [alice, bob, carol, erin, frank]
+    steps: list[Callable[[openai.OpenAI], None]] = [alice, bob, carol, erin, frank, grace]
     for step in steps:
         step(client)
     asyncio.run(dave(async_client))
@@ -117,6 +128,18 @@ def spend_from_spans(spans: list[ReadableSpan]) -> dict[str, float]:
             if isinstance(cost, float):
                 spend[str(attributes.get("user.id", "(unattributed)"))] += cost
     return dict(spend)
+
+
+def print_blind_spots(spans: list[ReadableSpan]) -> None:
+    """Calls with no cost: unpriced ones (a billing blind spot) and failed ones (nothing billed)."""
+    for span in spans:
+        attributes = span.attributes or {}
+        user = attributes.get("user.id", "(unattributed)")
+        if "error.type" in attributes:
+            print(f"failed call for {user}: {span.name}, {attributes['error.type']} (no cost)")
+        elif attributes.get("openai.image.cost.source") == "unknown":
+            reason = attributes.get("openai.image.unpriced.reason")
+            print(f"unpriced call for {user}: {span.name}, reason {reason} (see openai.image.unpriced)")
 
 
 _COST_LINE = re.compile(r"^openai_image_cost_USD_total\{(?P<labels>[^}]*)\} (?P<value>\S+)$", re.MULTILINE)
@@ -163,7 +186,9 @@ def main() -> int:
 
     metrics_url = _prometheus_url()
     by_metric = spend_from_metrics(metrics_url) if metrics_url else None
-    agree = print_summary(spend_from_spans(list(collected.get_finished_spans())), by_metric)
+    spans = list(collected.get_finished_spans())
+    agree = print_summary(spend_from_spans(spans), by_metric)
+    print_blind_spots(spans)
     if options.linger > 0:
         print(f"serving {metrics_url} for {options.linger:.0f} s", flush=True)
         time.sleep(options.linger)

@@ -780,6 +780,7 @@ class _Handler(BaseHTTPRequestHandler):
 
 class _HTTPServer(ThreadingHTTPServer):
     block_on_close = False
+    request_queue_size = 128  # the default backlog of 5 refuses bursts of concurrent test clients
     app: LocalOpenAIServer
 
     def server_bind(self) -> None:
