@@ -37,6 +37,9 @@ def main() -> int:
             "OPENAI_BASE_URL": server.base_url,
             "OPENAI_API_KEY": "sk-local-demo",
             "OTEL_SERVICE_NAME": "image-reseller-demo",
+            # Only this plugin: the test extra also installs other OpenAI instrumentations (entry
+            # point `openai`) to test coexistence with them.
+            "OTEL_PYTHON_DISABLED_INSTRUMENTATIONS": "openai",
             "OTEL_TRACES_EXPORTER": "none",
             "OTEL_LOGS_EXPORTER": "none",
             "OTEL_METRICS_EXPORTER": "prometheus",
