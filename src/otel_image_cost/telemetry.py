@@ -11,8 +11,8 @@ from decimal import Decimal
 
 from opentelemetry.metrics import Counter, Histogram, Meter
 from opentelemetry.semconv._incubating.metrics.gen_ai_metrics import (
-    create_gen_ai_client_operation_duration,
-    create_gen_ai_client_token_usage,
+    GEN_AI_CLIENT_OPERATION_DURATION,
+    GEN_AI_CLIENT_TOKEN_USAGE,
 )
 from opentelemetry.util.types import AttributeValue
 
@@ -85,6 +85,11 @@ METRIC_CALL_KEYS = (
     IMAGE_SIZE,
     IMAGE_COST_SOURCE,
 )
+
+# The bucket boundaries the GenAI semantic conventions recommend (the SDK's defaults stop at
+# 10 s and 10,000, far below an image call's minute and its tens of thousands of tokens).
+DURATION_BUCKETS = (0.01, 0.02, 0.04, 0.08, 0.16, 0.32, 0.64, 1.28, 2.56, 5.12, 10.24, 20.48, 40.96, 81.92)
+TOKEN_BUCKETS = tuple(4.0**power for power in range(14))  # 1, 4, 16, ... 67,108,864
 
 Attributes = dict[str, AttributeValue]
 
@@ -164,8 +169,18 @@ class Instruments:
                 unit="{call}",
                 description="Image calls whose cost could not be estimated",
             ),
-            token_usage=create_gen_ai_client_token_usage(meter),
-            duration=create_gen_ai_client_operation_duration(meter),
+            token_usage=meter.create_histogram(
+                GEN_AI_CLIENT_TOKEN_USAGE,
+                unit="{token}",
+                description="Number of input and output tokens used.",
+                explicit_bucket_boundaries_advisory=TOKEN_BUCKETS,
+            ),
+            duration=meter.create_histogram(
+                GEN_AI_CLIENT_OPERATION_DURATION,
+                unit="s",
+                description="GenAI operation duration.",
+                explicit_bucket_boundaries_advisory=DURATION_BUCKETS,
+            ),
         )
 
 
