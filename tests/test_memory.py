@@ -128,6 +128,10 @@ def test_many_large_image_calls_leave_nothing_behind(
     telemetry: Telemetry,
 ) -> None:
     context_before = otel_context.get_current()
+    # Earlier tests in the same process may still hold spans and calls (pytest keeps the
+    # tracebacks of failed and xfailed tests): none may be added, whatever was there before.
+    gc.collect()
+    spans_before, calls_before = live(SdkSpan), live(TrackedCall)
     refs = Refs()
     spans_seen = 0
     rss_after_warmup = 0
@@ -141,13 +145,13 @@ def test_many_large_image_calls_leave_nothing_behind(
         gc.collect()
         assert refs.alive() == 0, f"{refs.alive()} of {len(refs.refs)} dropped objects still alive"
         refs.refs.clear()
-        assert live(TrackedCall) == 0
+        assert live(TrackedCall) <= calls_before
         spans = telemetry.spans()
         assert len(spans) == BATCH + BATCH // 10  # one per call, plus an image span per Responses call
         assert max(len(repr(dict(span.attributes or {}))) for span in spans) < 4096  # no image data
         spans_seen += len(spans)
         telemetry.span_exporter.clear()
-        assert live(SdkSpan) == 0  # no span left open or referenced
+        assert live(SdkSpan) <= spans_before  # no span of ours left open or referenced
         assert otel_context.get_current() is context_before
         assert instrumentor._inside_call.get() is False
         if index + 1 == WARMUP_CALLS:
