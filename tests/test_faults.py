@@ -485,12 +485,6 @@ async def test_retries_exhausted_async_make_one_failed_span(
     assert_clean_lifecycle(logs)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="design question: the plugin does not record SDK retries (no attribute in the telemetry "
-    "contract; the retry loop is inside the SDK's private request method, which the plugin does not "
-    "patch). Candidate: semconv `http.request.resend_count` on the call span.",
-)
 def test_retries_are_recorded_on_the_span(
     srv: Any, instrumented: OpenAIImageCostInstrumentor, telemetry: Telemetry
 ) -> None:
@@ -498,6 +492,26 @@ def test_retries_are_recorded_on_the_span(
         srv.inject(429, count=2)
         patient.images.generate(model="gpt-image-1", prompt=PROMPT)
     assert attr(telemetry.span(), "http.request.resend_count") == 2
+
+
+def test_retries_are_recorded_when_the_call_finally_fails(
+    srv: Any, instrumented: OpenAIImageCostInstrumentor, telemetry: Telemetry
+) -> None:
+    with openai.OpenAI(base_url=srv.base_url, api_key="sk-test", max_retries=1, timeout=TIMEOUT_S) as patient:
+        srv.inject(503, count=2)
+        with pytest.raises(openai.InternalServerError):
+            patient.images.generate(model="gpt-image-1", prompt=PROMPT)
+    span = telemetry.span()
+    assert (attr(span, "http.request.resend_count"), attr(span, "error.type")) == (1, "InternalServerError")
+    assert len(srv.requests) == 2
+
+
+def test_a_call_without_retries_has_no_resend_count(
+    srv: Any, instrumented: OpenAIImageCostInstrumentor, telemetry: Telemetry
+) -> None:
+    with openai.OpenAI(base_url=srv.base_url, api_key="sk-test", max_retries=2, timeout=TIMEOUT_S) as patient:
+        patient.images.generate(model="gpt-image-1", prompt=PROMPT)
+    assert "http.request.resend_count" not in dict(telemetry.span().attributes or {})
 
 
 # -- malformed and unusual answers ---------------------------------------------------------------

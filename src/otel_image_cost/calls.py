@@ -144,6 +144,7 @@ class TrackedCall:
         self.attribution = current_attribution(request_user)
         self.span_name = span_name
         self._ended = threading.Lock()
+        self.resend_count = 0  # HTTP attempts the SDK retried, noted by the instrumentor
         self._started = time.perf_counter()
         self.started_ns = time.time_ns()
         host, port = server_of(client)
@@ -215,6 +216,8 @@ class TrackedCall:
         not catch their errors); that must not replace the application's result or exception."""
         if self.span is not None:
             with swallowed("end span"):
+                if self.resend_count:
+                    self.span.set_attribute(t.HTTP_RESEND_COUNT, self.resend_count)
                 self.span.end()
 
     def record(self) -> None:

@@ -95,7 +95,11 @@ PATCHES: tuple[Patch, ...] = (
     ),
 )
 
-_inside_call: ContextVar[bool] = ContextVar("otel_image_cost_inside_call", default=False)
+# The call whose SDK request is being sent in this context (None outside our calls).
+_inside_call: ContextVar[TrackedCall | None] = ContextVar("otel_image_cost_inside_call", default=None)
+
+# Where the SDK builds each HTTP attempt of a request (its retry loop calls it once per attempt).
+_ATTEMPTS = ("openai._base_client", "BaseClient", "_build_request")
 
 
 class _Active:
@@ -110,7 +114,7 @@ class _Active:
 
 def _begin(patch: Patch, resource: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> TrackedCall | None:
     runtime = _Active.runtime
-    if runtime is None or _inside_call.get() or not is_instrumentation_enabled():
+    if runtime is None or _inside_call.get() is not None or not is_instrumentation_enabled():
         return None
     try:
         return patch.start(runtime, resource, args, kwargs)
@@ -121,12 +125,24 @@ def _begin(patch: Patch, resource: Any, args: tuple[Any, ...], kwargs: dict[str,
 
 @contextmanager
 def _sending(call: TrackedCall) -> Iterator[None]:
-    token = _inside_call.set(True)
+    token = _inside_call.set(call)
     try:
         with call.activated():
             yield
     finally:
         _inside_call.reset(token)
+
+
+def _count_attempt(
+    wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> Any:
+    """Note the retry number of each HTTP attempt the SDK makes for the call being sent."""
+    call = _inside_call.get()
+    if call is not None:
+        retries = kwargs.get("retries_taken")
+        if isinstance(retries, int) and retries > call.resend_count:
+            call.resend_count = retries
+    return wrapped(*args, **kwargs)
 
 
 def _sync_wrapper(patch: Patch) -> Callable[..., Any]:
@@ -203,6 +219,10 @@ def _owner(patch: Patch) -> Any:
         return None
 
 
+def _attempts_owner() -> Any:
+    return getattr(importlib.import_module(_ATTEMPTS[0]), _ATTEMPTS[1], None)
+
+
 def _available(patches: tuple[Patch, ...]) -> list[Patch]:
     return [p for p in patches if hasattr(_owner(p), p.method)]
 
@@ -274,8 +294,13 @@ class OpenAIImageCostInstrumentor(BaseInstrumentor):  # type: ignore[misc]
         for patch in _available(PATCHES):
             shell = _async_wrapper if patch.owner.startswith("Async") else _sync_wrapper
             wrap_function_wrapper(patch.module, f"{patch.owner}.{patch.method}", shell(patch))
+        module, owner, method = _ATTEMPTS
+        if hasattr(_attempts_owner(), method):
+            wrap_function_wrapper(module, f"{owner}.{method}", _ours(_count_attempt))
 
     def _uninstrument(self, **kwargs: Any) -> None:
         _Active.runtime = None
         for patch in _available(PATCHES):
             _remove_our_layer(_owner(patch), patch.method)
+        if hasattr(_attempts_owner(), _ATTEMPTS[2]):
+            _remove_our_layer(_attempts_owner(), _ATTEMPTS[2])

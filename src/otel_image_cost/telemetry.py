@@ -34,6 +34,7 @@ TOOL_CALL_ID = "gen_ai.tool.call.id"
 SERVER_ADDRESS = "server.address"
 SERVER_PORT = "server.port"
 ERROR_TYPE = "error.type"
+HTTP_RESEND_COUNT = "http.request.resend_count"
 
 # Image-specific names.
 IMAGE_OPERATION = "openai.image.operation"
