@@ -183,7 +183,12 @@ def compact_json(obj: Any) -> str | None:
         return None
     if hasattr(obj, "model_dump"):
         obj = obj.model_dump(mode="json", exclude_unset=True)
-    return json.dumps(obj, separators=(",", ":"), sort_keys=False)
+    return _COMPACT.encode(obj)
+
+
+# What `json.dumps(obj, separators=(",", ":"))` writes; `json.dumps` builds a new encoder for
+# every call with non-default options (~1.7 µs), one kept encoder does not.
+_COMPACT = json.JSONEncoder(separators=(",", ":"), sort_keys=False)
 
 
 def add_usage(a: ImageTokenUsage | None, b: ImageTokenUsage | None) -> ImageTokenUsage | None:
