@@ -9,14 +9,15 @@ from __future__ import annotations
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Mapping
+from contextvars import Token
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
 from opentelemetry import context as otel_context
 from opentelemetry import trace
+from opentelemetry.context import Context
 from opentelemetry.trace import Span, SpanKind, Status, StatusCode, Tracer
 
 from . import telemetry as t
@@ -25,7 +26,7 @@ from .config import Settings
 from .cost import Cost, ImageGeneration, price_image_generation
 from .extract import ImagesOutcome, ImagesStreamTally, image_request, images_response_outcome
 from .prices import PriceTable
-from .safety import report_internal_error, swallowed
+from .safety import report_internal_error
 
 # What the Images API documents when a call leaves quality or size out (DALL·E only; the GPT
 # image models default to `auto`, which the response then resolves).
@@ -164,16 +165,17 @@ class TrackedCall:
         )
         return self.span
 
-    @contextmanager
-    def activated(self) -> Iterator[None]:
-        """Make the span current while the SDK sends the request (HTTP spans nest under it)."""
+    def activate(self) -> Token[Context] | None:
+        """Make the span current while the SDK sends the request (HTTP spans nest under it).
+
+        Returns the token for `deactivate` (a plain pair of calls: a generator context manager
+        costs ~1.5 µs per call)."""
         if self.span is None:
-            yield
-            return
-        token = otel_context.attach(trace.set_span_in_context(self.span))
-        try:
-            yield
-        finally:
+            return None
+        return otel_context.attach(trace.set_span_in_context(self.span))
+
+    def deactivate(self, token: Token[Context] | None) -> None:
+        if token is not None:
             otel_context.detach(token)
 
     @property
@@ -190,14 +192,15 @@ class TrackedCall:
         """The SDK raised: record the failure, cost nothing, end the span."""
         if not self._ended.acquire(blocking=False) or self.span is None:
             return
-        try:
-            with swallowed("fail"):
-                error_type = type(exc).__qualname__
-                self.span.set_attribute(t.ERROR_TYPE, error_type)
-                self.span.record_exception(exc)
-                self.span.set_status(Status(StatusCode.ERROR, str(exc) or error_type))
-                labels = {**self.metric_labels(), t.ERROR_TYPE: error_type}
-                t.record_failure(self.runtime.instruments, self._histogram_labels(labels), self.elapsed())
+        try:  # plain try/except, not `with swallowed(...)`: the same guard, ~0.8 µs cheaper
+            error_type = type(exc).__qualname__
+            self.span.set_attribute(t.ERROR_TYPE, error_type)
+            self.span.record_exception(exc)
+            self.span.set_status(Status(StatusCode.ERROR, str(exc) or error_type))
+            labels = {**self.metric_labels(), t.ERROR_TYPE: error_type}
+            t.record_failure(self.runtime.instruments, self._histogram_labels(labels), self.elapsed())
+        except Exception as error:
+            report_internal_error("fail", error)
         finally:
             self._end_span()
 
@@ -206,8 +209,9 @@ class TrackedCall:
         if not self._ended.acquire(blocking=False):
             return
         try:
-            with swallowed(f"{type(self).__name__}.finish"):
-                self.record()
+            self.record()
+        except Exception as exc:
+            report_internal_error(f"{type(self).__name__}.finish", exc)
         finally:
             self._end_span()
 
@@ -215,10 +219,12 @@ class TrackedCall:
         """End the span. A span processor may raise here (the SDK runs them synchronously and does
         not catch their errors); that must not replace the application's result or exception."""
         if self.span is not None:
-            with swallowed("end span"):
+            try:
                 if self.resend_count:
                     self.span.set_attribute(t.HTTP_RESEND_COUNT, self.resend_count)
                 self.span.end()
+            except Exception as exc:
+                report_internal_error("end span", exc)
 
     def record(self) -> None:
         """Set the span's result attributes and record the metrics (subclasses)."""
@@ -317,9 +323,11 @@ class ImagesCall(TrackedCall):
     def observe_response(self, response: Any) -> None:
         if self.ended:
             return
-        with swallowed("ImagesCall.observe_response"):
+        try:
             capture = self.runtime.settings.capture_message_content
             self._outcome = images_response_outcome(response, capture_content=capture)
+        except Exception as exc:
+            report_internal_error("ImagesCall.observe_response", exc)
 
     def observe_event(self, event: Any) -> None:
         if self._tally is not None and not self.ended:

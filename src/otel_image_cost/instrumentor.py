@@ -10,8 +10,7 @@ from __future__ import annotations
 import importlib
 import inspect
 import logging
-from collections.abc import Callable, Collection, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable, Collection
 from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any
@@ -123,16 +122,6 @@ def _begin(patch: Patch, resource: Any, args: tuple[Any, ...], kwargs: dict[str,
         return None
 
 
-@contextmanager
-def _sending(call: TrackedCall) -> Iterator[None]:
-    token = _inside_call.set(call)
-    try:
-        with call.activated():
-            yield
-    finally:
-        _inside_call.reset(token)
-
-
 def _count_attempt(
     wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
 ) -> Any:
@@ -152,12 +141,20 @@ def _sync_wrapper(patch: Patch) -> Callable[..., Any]:
         call = _begin(patch, instance, args, kwargs)
         if call is None:
             return wrapped(*args, **kwargs)
-        with _sending(call):
+        # While the SDK sends: this call is the one being sent, its span current. Plain
+        # try/finally pairs rather than generator context managers (~1.5 µs each per call).
+        sending = _inside_call.set(call)
+        try:
+            active = call.activate()
             try:
                 result = wrapped(*args, **kwargs)
             except BaseException as exc:
                 call.fail(exc)
                 raise
+            finally:
+                call.deactivate(active)
+        finally:
+            _inside_call.reset(sending)
         return observe_result(call, result, streaming=call.streaming)
 
     return _ours(wrapper)
@@ -170,12 +167,20 @@ def _async_wrapper(patch: Patch) -> Callable[..., Any]:
         call = _begin(patch, instance, args, kwargs)
         if call is None:
             return await wrapped(*args, **kwargs)
-        with _sending(call):
+        # While the SDK sends: this call is the one being sent, its span current. Plain
+        # try/finally pairs rather than generator context managers (~1.5 µs each per call).
+        sending = _inside_call.set(call)
+        try:
+            active = call.activate()
             try:
                 result = await wrapped(*args, **kwargs)
             except BaseException as exc:
                 call.fail(exc)
                 raise
+            finally:
+                call.deactivate(active)
+        finally:
+            _inside_call.reset(sending)
         return observe_result(call, result, streaming=call.streaming)
 
     return _ours(wrapper)

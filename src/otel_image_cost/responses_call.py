@@ -28,7 +28,7 @@ from .extract_responses import (
     response_outcome,
     responses_request,
 )
-from .safety import report_internal_error, swallowed
+from .safety import report_internal_error
 
 RESPONSES_TOOL = "responses_tool"
 EXECUTE_TOOL = "execute_tool"
@@ -104,8 +104,10 @@ class ResponsesCall(TrackedCall):
 
     def observe_response(self, response: Any) -> None:
         if not self.ended:
-            with swallowed("ResponsesCall.observe_response"):
+            try:
                 self._outcome = response_outcome(response)
+            except Exception as exc:
+                report_internal_error("ResponsesCall.observe_response", exc)
 
     def observe_event(self, event: Any) -> None:
         if self._tally is not None and not self.ended:
