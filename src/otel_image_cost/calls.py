@@ -239,10 +239,13 @@ class TrackedCall:
 
     def metric_labels(self) -> dict[str, Any]:
         """The bounded label set: call attributes of the contract plus the chosen attribution keys."""
-        labels = {key: self.attributes[key] for key in t.METRIC_CALL_KEYS if key in self.attributes}
-        for key in self.runtime.settings.metric_attributes:
-            if key in self.attribution:
-                labels[key] = self.attribution[key]
+        attributes = self.attributes
+        labels = {key: attributes[key] for key in t.METRIC_CALL_KEYS if key in attributes}
+        attribution = self.attribution
+        if attribution:
+            for key in self.runtime.settings.metric_attributes:
+                if key in attribution:
+                    labels[key] = attribution[key]
         return labels
 
     def _histogram_labels(self, labels: Mapping[str, Any]) -> dict[str, Any]:
@@ -263,16 +266,14 @@ class TrackedCall:
         labels = self.metric_labels()
         t.record_success(
             self.runtime.instruments,
-            t.CallMeasurements(
-                labels=labels,
-                cost_parts=cost_parts or {},
-                images=images,
-                partial_images=partial_images,
-                unpriced_reasons=unpriced_reasons,
-                tokens=tokens,
-                duration_s=self.elapsed(),
-                histogram_labels=self._histogram_labels(labels),
-            ),
+            labels,
+            self._histogram_labels(labels),
+            cost_parts=cost_parts or {},
+            images=images,
+            partial_images=partial_images,
+            unpriced_reasons=unpriced_reasons,
+            tokens=tokens,
+            duration_s=self.elapsed(),
         )
 
 

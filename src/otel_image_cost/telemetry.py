@@ -185,35 +185,32 @@ class Instruments:
         )
 
 
-@dataclass(frozen=True, slots=True)
-class CallMeasurements:
-    """Everything the metrics need from one finished call."""
-
-    labels: Mapping[str, AttributeValue]
-    cost_parts: Mapping[str, tuple[Decimal, str]]  # part -> (USD, cost source)
-    images: int
-    partial_images: int
-    unpriced_reasons: tuple[str, ...]
-    tokens: tuple[tuple[str, str, int], ...]  # (cost part, token type, count)
-    duration_s: float
-    histogram_labels: Mapping[str, AttributeValue]
-
-
-def record_success(instruments: Instruments, m: CallMeasurements) -> None:
+def record_success(
+    instruments: Instruments,
+    labels: Mapping[str, AttributeValue],
+    histogram_labels: Mapping[str, AttributeValue],
+    *,
+    cost_parts: Mapping[str, tuple[Decimal, str]],  # part -> (USD, cost source)
+    images: int,
+    partial_images: int,
+    unpriced_reasons: tuple[str, ...],
+    tokens: tuple[tuple[str, str, int], ...],  # (cost part, token type, count)
+    duration_s: float,
+) -> None:
     """Record a call that returned: every counter once, and the histograms."""
-    for part, (amount, source) in m.cost_parts.items():
-        instruments.cost.add(float(amount), {**m.labels, IMAGE_COST_PART: part, IMAGE_COST_SOURCE: source})
-    if m.images:
-        instruments.generated.add(m.images, m.labels)
-    if m.partial_images:
-        instruments.partial_images.add(m.partial_images, m.labels)
-    for reason in m.unpriced_reasons:
-        instruments.unpriced.add(1, {**m.labels, IMAGE_UNPRICED_REASON: reason})
-    for part, token_type, count in m.tokens:
+    for part, (amount, source) in cost_parts.items():
+        instruments.cost.add(float(amount), {**labels, IMAGE_COST_PART: part, IMAGE_COST_SOURCE: source})
+    if images:
+        instruments.generated.add(images, labels)
+    if partial_images:
+        instruments.partial_images.add(partial_images, labels)
+    for reason in unpriced_reasons:
+        instruments.unpriced.add(1, {**labels, IMAGE_UNPRICED_REASON: reason})
+    for part, token_type, count in tokens:
         instruments.token_usage.record(
-            count, {**m.histogram_labels, IMAGE_COST_PART: part, TOKEN_TYPE: token_type}
+            count, {**histogram_labels, IMAGE_COST_PART: part, TOKEN_TYPE: token_type}
         )
-    instruments.duration.record(m.duration_s, m.histogram_labels)
+    instruments.duration.record(duration_s, histogram_labels)
 
 
 def record_failure(instruments: Instruments, labels: Mapping[str, AttributeValue], duration_s: float) -> None:
