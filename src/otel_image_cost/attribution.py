@@ -94,9 +94,13 @@ def current_attribution(request_user: str | None) -> dict[str, str]:
     found: dict[str, str] = {}
     if request_user:
         found[USER_ID] = request_user
-    for key in _BAGGAGE_KEYS:
-        value = baggage.get_baggage(key)
-        if value is not None:
-            found[key] = str(value)
-    found.update(_billing.get())
+    entries = baggage.get_all()  # the current context's Baggage, read once for both keys
+    if entries:
+        for key in _BAGGAGE_KEYS:
+            value = entries.get(key)
+            if value is not None:
+                found[key] = str(value)
+    billing = _billing.get()
+    if billing:
+        found.update(billing)
     return found
