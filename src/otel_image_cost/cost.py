@@ -398,6 +398,8 @@ def _split_amount(amount: Decimal, weights: Sequence[int]) -> list[Decimal]:
         raise ValueError(f"cannot split a non-finite amount {amount}")
     exponent = min(own_exponent, _SPLIT_MAX_EXPONENT)
     units = int(amount.scaleb(-exponent))
+    if len(weights) == 1:  # one share takes every unit (a Responses call with one image)
+        return [Decimal(units).scaleb(exponent)]
     total_weight = sum(weights)
     floors = [units * weight // total_weight for weight in weights]
     leftover = units - sum(floors)
