@@ -216,16 +216,16 @@ def _is_our_layer(value: Any) -> bool:
     return bool(getattr(getattr(value, "_self_wrapper", None), _OURS, False))
 
 
-def _owner(patch: Patch) -> Any:
-    """The SDK class a patch targets; None when this SDK version does not have it."""
+def _sdk_class(module: str, name: str) -> Any:
+    """An SDK class by module and name; None when this SDK version does not have it."""
     try:
-        return getattr(importlib.import_module(patch.module), patch.owner, None)
+        return getattr(importlib.import_module(module), name, None)
     except ImportError:
         return None
 
 
-def _attempts_owner() -> Any:
-    return getattr(importlib.import_module(_ATTEMPTS[0]), _ATTEMPTS[1], None)
+def _owner(patch: Patch) -> Any:
+    return _sdk_class(patch.module, patch.owner)
 
 
 def _available(patches: tuple[Patch, ...]) -> list[Patch]:
@@ -300,12 +300,13 @@ class OpenAIImageCostInstrumentor(BaseInstrumentor):  # type: ignore[misc]
             shell = _async_wrapper if patch.owner.startswith("Async") else _sync_wrapper
             wrap_function_wrapper(patch.module, f"{patch.owner}.{patch.method}", shell(patch))
         module, owner, method = _ATTEMPTS
-        if hasattr(_attempts_owner(), method):
+        if hasattr(_sdk_class(module, owner), method):
             wrap_function_wrapper(module, f"{owner}.{method}", _ours(_count_attempt))
 
     def _uninstrument(self, **kwargs: Any) -> None:
         _Active.runtime = None
         for patch in _available(PATCHES):
             _remove_our_layer(_owner(patch), patch.method)
-        if hasattr(_attempts_owner(), _ATTEMPTS[2]):
-            _remove_our_layer(_attempts_owner(), _ATTEMPTS[2])
+        module, owner, method = _ATTEMPTS
+        if hasattr(attempts := _sdk_class(module, owner), method):
+            _remove_our_layer(attempts, method)
