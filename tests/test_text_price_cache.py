@@ -195,3 +195,14 @@ def test_rates_that_do_not_reproduce_calc_price_are_not_used(monkeypatch: pytest
     for counts in USAGES[:2]:
         assert same(ours("gpt-5", counts, None), theirs("gpt-5", counts, None))
     assert cost._TEXT_PRICES[("gpt-5", None)].linear is None
+
+
+def test_unreadable_genai_prices_internals_fall_back_to_calc_price(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Another genai-prices release may shape its model data differently: price with calc_price.
+    def moved(*args: object) -> None:
+        raise AttributeError("price_variants moved")
+
+    monkeypatch.setattr(cost, "_price_dates", moved)
+    for counts in USAGES[:2]:
+        assert same(ours("gpt-5", counts, "flex"), theirs("gpt-5", counts, "flex"))
+    assert cost._TEXT_PRICES[("gpt-5", "flex")].linear is None
