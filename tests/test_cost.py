@@ -19,10 +19,10 @@ from otel_image_cost.cost import (
     ImageTokenUsage,
     estimated_output_tokens,
     price_image_generation,
-    price_text_model,
     split_cost,
 )
 from otel_image_cost.prices import PriceTable, load_price_table
+from otel_image_cost.text_prices import price_text_model
 
 RECORDED = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "recorded"
 VERSION = "2026-11-21"

@@ -14,6 +14,7 @@ import pytest
 
 from otel_image_cost import cost as cost_module
 from otel_image_cost import prices as prices_module
+from otel_image_cost import text_prices as text_prices_module
 from otel_image_cost.cost import ImageGeneration, price_image_generation
 from otel_image_cost.prices import (
     PerImageModelPrices,
@@ -120,7 +121,7 @@ def test_estimate_defaults() -> None:
 
 def test_no_price_literal_in_python() -> None:
     """Prices live in prices.yaml only: the engine's code holds no fractional or exponent literal."""
-    for module in (cost_module, prices_module):
+    for module in (cost_module, prices_module, text_prices_module):
         source = Path(str(module.__file__)).read_text()
         numbers = [
             tok.string

@@ -13,8 +13,8 @@ import pytest
 from genai_prices import Usage, calc_price
 from genai_prices.data_snapshot import DataSnapshot, get_snapshot, set_custom_snapshot
 
-from otel_image_cost import cost
-from otel_image_cost.cost import price_text_model
+from otel_image_cost import text_prices
+from otel_image_cost.text_prices import price_text_model
 
 TIERS = [None, "default", "flex", "priority", "fast", "scale", "batch"]
 # (input, cached, output): plain, cached, nothing, past gpt-5.4's 272k tier, all cached, cached > input
@@ -31,9 +31,9 @@ USAGES = [
 
 @pytest.fixture(autouse=True)
 def fresh_cache() -> Iterator[None]:
-    cost._TEXT_PRICES.clear()
+    text_prices._TEXT_PRICES.clear()
     yield
-    cost._TEXT_PRICES.clear()
+    text_prices._TEXT_PRICES.clear()
 
 
 def theirs(model: str, counts: tuple[int, int, int], tier: str | None) -> Decimal | type[Exception] | None:
@@ -102,7 +102,7 @@ def test_later_calls_do_not_call_calc_price(
     def refuse(*args: object, **kwargs: object) -> object:
         raise AssertionError("calc_price called again")
 
-    monkeypatch.setattr(cost, "calc_price", refuse)
+    monkeypatch.setattr(text_prices, "calc_price", refuse)
     for counts in USAGES:
         if expected[counts] is not ValueError:  # bad counts are left to calc_price to reject
             assert same(ours(model, counts, tier), expected[counts])
@@ -110,7 +110,7 @@ def test_later_calls_do_not_call_calc_price(
 
 def test_unknown_model_is_looked_up_once(monkeypatch: pytest.MonkeyPatch) -> None:
     assert price_text_model("no-such-model", input_tokens=1, cached_tokens=0, output_tokens=1) is None
-    monkeypatch.setattr(cost, "calc_price", lambda *a, **k: pytest.fail("looked up again"))
+    monkeypatch.setattr(text_prices, "calc_price", lambda *a, **k: pytest.fail("looked up again"))
     assert price_text_model("no-such-model", input_tokens=1, cached_tokens=0, output_tokens=1) is None
 
 
@@ -127,15 +127,15 @@ def test_inconsistent_counts_still_raise_after_the_rates_are_known() -> None:
 def test_dated_prices_are_resolved_again_on_another_day(monkeypatch: pytest.MonkeyPatch) -> None:
     # gpt-5's flex prices start on a date: the rates hold for the UTC day they were resolved on.
     ours("gpt-5", USAGES[1], "flex")
-    known = cost._TEXT_PRICES[("gpt-5", "flex")]
+    known = text_prices._TEXT_PRICES[("gpt-5", "flex")]
     assert known.linear is not None and known.day is not None
     tomorrow = date.fromordinal(known.day.toordinal() + 1)
-    monkeypatch.setattr(cost, "_utc_today", lambda: tomorrow)
+    monkeypatch.setattr(text_prices, "_utc_today", lambda: tomorrow)
     assert same(ours("gpt-5", USAGES[1], "flex"), theirs("gpt-5", USAGES[1], "flex"))
-    assert cost._TEXT_PRICES[("gpt-5", "flex")].day == tomorrow
+    assert text_prices._TEXT_PRICES[("gpt-5", "flex")].day == tomorrow
     # Undated prices (the default tier) never look at the clock.
     ours("gpt-5", USAGES[1], "default")
-    assert cost._TEXT_PRICES[("gpt-5", "default")].day is None
+    assert text_prices._TEXT_PRICES[("gpt-5", "default")].day is None
 
 
 def test_a_new_price_snapshot_is_used() -> None:
@@ -184,17 +184,17 @@ def test_time_of_day_prices_always_go_through_calc_price() -> None:
     try:
         for counts in USAGES:
             assert same(ours("gpt-4.1", counts, None), theirs("gpt-4.1", counts, None))
-        known = cost._TEXT_PRICES[("gpt-4.1", None)]
+        known = text_prices._TEXT_PRICES[("gpt-4.1", None)]
         assert known.linear is None and not known.unknown_model
     finally:
         set_custom_snapshot(None)
 
 
 def test_rates_that_do_not_reproduce_calc_price_are_not_used(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(cost._LinearTextPrices, "total", lambda self, *counts: Decimal("0.5"))
+    monkeypatch.setattr(text_prices._LinearTextPrices, "total", lambda self, *counts: Decimal("0.5"))
     for counts in USAGES[:2]:
         assert same(ours("gpt-5", counts, None), theirs("gpt-5", counts, None))
-    assert cost._TEXT_PRICES[("gpt-5", None)].linear is None
+    assert text_prices._TEXT_PRICES[("gpt-5", None)].linear is None
 
 
 def test_unreadable_genai_prices_internals_fall_back_to_calc_price(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -202,7 +202,7 @@ def test_unreadable_genai_prices_internals_fall_back_to_calc_price(monkeypatch: 
     def moved(*args: object) -> None:
         raise AttributeError("price_variants moved")
 
-    monkeypatch.setattr(cost, "_price_dates", moved)
+    monkeypatch.setattr(text_prices, "_price_dates", moved)
     for counts in USAGES[:2]:
         assert same(ours("gpt-5", counts, "flex"), theirs("gpt-5", counts, "flex"))
-    assert cost._TEXT_PRICES[("gpt-5", "flex")].linear is None
+    assert text_prices._TEXT_PRICES[("gpt-5", "flex")].linear is None

@@ -19,7 +19,7 @@ from opentelemetry.trace import SpanKind, Status, StatusCode
 from . import telemetry as t
 from .attribution import USER_ID
 from .calls import Runtime, TrackedCall, client_of, effective, is_azure
-from .cost import Cost, ImageGeneration, estimated_output_tokens, price_text_model, split_cost
+from .cost import Cost, ImageGeneration, estimated_output_tokens, split_cost
 from .extract_responses import (
     ImageCallItem,
     ImageTool,
@@ -29,6 +29,7 @@ from .extract_responses import (
     responses_request,
 )
 from .safety import report_internal_error
+from .text_prices import price_text_model
 
 RESPONSES_TOOL = "responses_tool"
 EXECUTE_TOOL = "execute_tool"
