@@ -30,7 +30,10 @@ from .safety import report_internal_error
 
 # What the Images API documents when a call leaves quality or size out (DALL·E only; the GPT
 # image models default to `auto`, which the response then resolves).
-_DOCUMENTED_DEFAULTS = {"dall-e-2": ("standard", "1024x1024"), "dall-e-3": ("standard", "1024x1024")}
+_DOCUMENTED_DEFAULTS: dict[str, tuple[str | None, str | None]] = {
+    "dall-e-2": ("standard", "1024x1024"),
+    "dall-e-3": ("standard", "1024x1024"),
+}
 _AUTO = "auto"
 _PRICE_FILE_ERROR = "price_file_error"
 
@@ -131,19 +134,36 @@ class TrackedCall:
     def __init__(
         self,
         runtime: Runtime,
-        span_name: str,
-        attributes: t.Attributes,
         *,
+        operation_name: str,
+        image_operation: str,
+        request_model: str | None,
         request_user: str | None,
+        prompt: str | None,
         client: Any,
         streaming: bool,
+        attributes: t.Attributes,
         deferred: bool = False,
     ) -> None:
+        """`attributes` are the call kind's own request attributes; the shared ones are added here."""
+        attributes.update(
+            {
+                t.PROVIDER_NAME: t.PROVIDER_AZURE if is_azure(client) else t.PROVIDER_OPENAI,
+                t.OPERATION_NAME: operation_name,
+                t.OUTPUT_TYPE: t.OUTPUT_IMAGE,
+                t.IMAGE_OPERATION: image_operation,
+                t.IMAGE_STREAM: streaming,
+            }
+        )
+        if request_model is not None:
+            attributes[t.REQUEST_MODEL] = request_model
+        if runtime.settings.capture_message_content and prompt is not None:
+            attributes[t.IMAGE_PROMPT] = prompt
         self.runtime = runtime
         self.streaming = streaming
         self.attributes = attributes
         self.attribution = current_attribution(request_user)
-        self.span_name = span_name
+        self.span_name = f"{operation_name} {request_model}" if request_model else operation_name
         self._ended = threading.Lock()
         self.resend_count = 0  # HTTP attempts the SDK retried, noted by the instrumentor
         self._started = time.perf_counter()
@@ -283,8 +303,9 @@ class ImagesCall(TrackedCall):
     def __init__(self, runtime: Runtime, operation: str, resource: Any, kwargs: Mapping[str, Any]) -> None:
         self.request = request = image_request(operation, kwargs)
         client = client_of(resource)
-        azure = is_azure(client)
-        deployment = (getattr(client, "_azure_deployment", None) or request.model) if azure else None
+        deployment = (
+            (getattr(client, "_azure_deployment", None) or request.model) if is_azure(client) else None
+        )
         model, source, reason = resolve_image_model(
             request.model, azure_deployment=deployment, settings=runtime.settings, prices=runtime.prices
         )
@@ -292,33 +313,33 @@ class ImagesCall(TrackedCall):
         self.unresolved_reason = reason
         self._outcome: ImagesOutcome | None = None
         self._tally: ImagesStreamTally | None = ImagesStreamTally() if request.stream else None
-        default_quality, default_size = _DOCUMENTED_DEFAULTS.get(model or "", (None, None))
+        self._default_quality, self._default_size = _DOCUMENTED_DEFAULTS.get(model or "", (None, None))
         attributes: t.Attributes = {
-            t.PROVIDER_NAME: t.PROVIDER_AZURE if azure else t.PROVIDER_OPENAI,
-            t.OPERATION_NAME: t.OPERATION_IMAGES,
-            t.OUTPUT_TYPE: t.OUTPUT_IMAGE,
-            t.IMAGE_OPERATION: operation,
             t.IMAGE_N: request.n,
-            t.IMAGE_QUALITY: effective(None, request.quality, default_quality),
-            t.IMAGE_SIZE: effective(None, request.size, default_size),
-            t.IMAGE_STREAM: request.stream,
+            t.IMAGE_QUALITY: effective(None, request.quality, self._default_quality),
+            t.IMAGE_SIZE: effective(None, request.size, self._default_size),
+            **t.present(
+                {
+                    t.IMAGE_MODEL: model,
+                    t.IMAGE_MODEL_SOURCE: source,
+                    t.IMAGE_PARTIAL_IMAGES_REQUESTED: request.partial_images,
+                    t.IMAGE_BACKGROUND: request.background,
+                    t.IMAGE_OUTPUT_FORMAT: request.output_format,
+                    t.IMAGE_MODERATION: request.moderation,
+                    t.IMAGE_INPUT_FIDELITY: request.input_fidelity,
+                }
+            ),
         }
-        optional = {
-            t.REQUEST_MODEL: request.model,
-            t.IMAGE_MODEL: model,
-            t.IMAGE_MODEL_SOURCE: source,
-            t.IMAGE_PARTIAL_IMAGES_REQUESTED: request.partial_images,
-            t.IMAGE_BACKGROUND: request.background,
-            t.IMAGE_OUTPUT_FORMAT: request.output_format,
-            t.IMAGE_MODERATION: request.moderation,
-            t.IMAGE_INPUT_FIDELITY: request.input_fidelity,
-        }
-        attributes.update(t.present(optional))
-        if runtime.settings.capture_message_content and request.prompt is not None:
-            attributes[t.IMAGE_PROMPT] = request.prompt
-        span_name = f"{t.OPERATION_IMAGES} {request.model}" if request.model else t.OPERATION_IMAGES
         super().__init__(
-            runtime, span_name, attributes, request_user=request.user, client=client, streaming=request.stream
+            runtime,
+            operation_name=t.OPERATION_IMAGES,
+            image_operation=operation,
+            request_model=request.model,
+            request_user=request.user,
+            prompt=request.prompt,
+            client=client,
+            streaming=request.stream,
+            attributes=attributes,
         )
 
     def observe_response(self, response: Any) -> None:
@@ -340,10 +361,9 @@ class ImagesCall(TrackedCall):
     def record(self) -> None:
         request = self.request
         outcome = self._outcome or (self._tally.outcome() if self._tally is not None else None)
-        default_quality, default_size = _DOCUMENTED_DEFAULTS.get(self.image_model or "", (None, None))
         received = outcome.images if outcome is not None else 0
-        quality = effective(outcome.quality if outcome else None, request.quality, default_quality)
-        size = effective(outcome.size if outcome else None, request.size, default_size)
+        quality = effective(outcome.quality if outcome else None, request.quality, self._default_quality)
+        size = effective(outcome.size if outcome else None, request.size, self._default_size)
         partials = outcome.partial_images if outcome is not None else 0
         usage = outcome.usage if outcome is not None else None
         generation = ImageGeneration(
@@ -367,19 +387,13 @@ class ImagesCall(TrackedCall):
         if outcome is not None:
             attributes.update(_outcome_attributes(outcome))
         self.set_attributes(attributes)
-        tokens: tuple[tuple[str, str, int], ...] = ()
-        if usage is not None:
-            tokens = (
-                (t.PART_IMAGE, "input", usage.input_tokens),
-                (t.PART_IMAGE, "output", usage.output_tokens),
-            )
         total = cost.total
         self.record_metrics(
             cost_parts={t.PART_IMAGE: (total, cost.source)} if total is not None else None,
             images=received,
             partial_images=partials,
             unpriced_reasons=(cost.unpriced_reason,) if total is None and cost.unpriced_reason else (),
-            tokens=tokens,
+            tokens=t.token_points(t.PART_IMAGE, usage),
         )
 
 
@@ -389,10 +403,9 @@ def _outcome_attributes(outcome: ImagesOutcome) -> t.Attributes:
         {
             t.IMAGE_BACKGROUND: outcome.background,
             t.IMAGE_OUTPUT_FORMAT: outcome.output_format,
-            t.USAGE_INPUT_TOKENS: usage.input_tokens if usage else None,
-            t.USAGE_OUTPUT_TOKENS: usage.output_tokens if usage else None,
             t.IMAGE_REVISED_PROMPTS: list(outcome.revised_prompts) if outcome.revised_prompts else None,
         }
     )
+    attributes.update(t.token_attributes(usage))
     attributes.update(t.usage_attributes(usage, outcome.usage_json))
     return attributes

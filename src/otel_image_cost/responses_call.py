@@ -18,7 +18,7 @@ from opentelemetry.trace import SpanKind, Status, StatusCode
 
 from . import telemetry as t
 from .attribution import USER_ID
-from .calls import Runtime, TrackedCall, client_of, effective, is_azure
+from .calls import Runtime, TrackedCall, client_of, effective
 from .cost import Cost, ImageGeneration, estimated_output_tokens, split_cost
 from .extract_responses import (
     ImageCallItem,
@@ -75,31 +75,18 @@ class ResponsesCall(TrackedCall):
         retrieve: bool,
     ) -> None:
         self.request = request = responses_request(args, kwargs)
-        tool = request.tool
         self._outcome: ResponseOutcome | None = None
         self._tally = ResponsesStreamTally() if request.stream else None
-        client = client_of(resource)
-        attributes: t.Attributes = {
-            t.PROVIDER_NAME: t.PROVIDER_AZURE if is_azure(client) else t.PROVIDER_OPENAI,
-            t.OPERATION_NAME: t.OPERATION_RESPONSES,
-            t.OUTPUT_TYPE: t.OUTPUT_IMAGE,
-            t.IMAGE_OPERATION: RESPONSES_TOOL,
-            t.IMAGE_STREAM: request.stream,
-        }
-        if tool is not None:
-            attributes.update(_tool_attributes(tool))
-        if request.model is not None:
-            attributes[t.REQUEST_MODEL] = request.model
-        if runtime.settings.capture_message_content and request.prompt is not None:
-            attributes[t.IMAGE_PROMPT] = request.prompt
-        span_name = f"{t.OPERATION_RESPONSES} {request.model}" if request.model else t.OPERATION_RESPONSES
         super().__init__(
             runtime,
-            span_name,
-            attributes,
+            operation_name=t.OPERATION_RESPONSES,
+            image_operation=RESPONSES_TOOL,
+            request_model=request.model,
             request_user=request.user,
-            client=client,
+            prompt=request.prompt,
+            client=client_of(resource),
             streaming=request.stream,
+            attributes=_tool_attributes(request.tool) if request.tool is not None else {},
             deferred=retrieve,
         )
 
@@ -179,23 +166,13 @@ class ResponsesCall(TrackedCall):
             unpriced.append(image_cost.unpriced_reason)
         if mainline is None and outcome.usage is not None:
             unpriced.append("unknown_text_model")
-        tokens: list[tuple[str, str, int]] = []
-        if outcome.usage is not None:
-            tokens += [
-                (t.PART_MAINLINE, "input", outcome.usage.input_tokens),
-                (t.PART_MAINLINE, "output", outcome.usage.output_tokens),
-            ]
-        if outcome.image_usage is not None:
-            tokens += [
-                (t.PART_IMAGE, "input", outcome.image_usage.input_tokens),
-                (t.PART_IMAGE, "output", outcome.image_usage.output_tokens),
-            ]
         self.record_metrics(
             cost_parts=cost_parts,
             images=len(drawn),
             partial_images=partials,
             unpriced_reasons=tuple(unpriced),
-            tokens=tuple(tokens),
+            tokens=t.token_points(t.PART_MAINLINE, outcome.usage)
+            + t.token_points(t.PART_IMAGE, outcome.image_usage),
         )
 
     def _price_images(
@@ -329,10 +306,8 @@ def _response_attributes(outcome: ResponseOutcome) -> t.Attributes:
         t.RESPONSE_ID: outcome.id,
         t.RESPONSE_MODEL: outcome.model,
         t.RESPONSE_STATUS: outcome.status,
-        t.USAGE_INPUT_TOKENS: outcome.usage.input_tokens if outcome.usage else None,
-        t.USAGE_OUTPUT_TOKENS: outcome.usage.output_tokens if outcome.usage else None,
     }
-    return t.present(found)
+    return {**t.present(found), **t.token_attributes(outcome.usage)}
 
 
 def _item_quality(item: ImageCallItem, tool: ImageTool) -> str:

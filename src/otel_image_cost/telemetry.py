@@ -8,6 +8,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 from decimal import Decimal
+from typing import Protocol
 
 from opentelemetry.metrics import Counter, Histogram, Meter
 from opentelemetry.semconv._incubating.metrics.gen_ai_metrics import (
@@ -93,6 +94,29 @@ DURATION_BUCKETS = (0.01, 0.02, 0.04, 0.08, 0.16, 0.32, 0.64, 1.28, 2.56, 5.12, 
 TOKEN_BUCKETS = tuple(4.0**power for power in range(14))  # 1, 4, 16, ... 67,108,864
 
 Attributes = dict[str, AttributeValue]
+
+
+class TokenCounts(Protocol):
+    """A usage with input and output totals: an image model's or a text model's."""
+
+    @property
+    def input_tokens(self) -> int: ...
+    @property
+    def output_tokens(self) -> int: ...
+
+
+def token_attributes(usage: TokenCounts | None) -> Attributes:
+    """`gen_ai.usage.input_tokens` / `output_tokens`, where a usage was reported."""
+    if usage is None:
+        return {}
+    return {USAGE_INPUT_TOKENS: usage.input_tokens, USAGE_OUTPUT_TOKENS: usage.output_tokens}
+
+
+def token_points(part: str, usage: TokenCounts | None) -> tuple[tuple[str, str, int], ...]:
+    """The token histogram's (cost part, token type, count) points for one usage."""
+    if usage is None:
+        return ()
+    return ((part, "input", usage.input_tokens), (part, "output", usage.output_tokens))
 
 
 def present(values: Mapping[str, AttributeValue | None]) -> Attributes:
