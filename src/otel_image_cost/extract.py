@@ -52,11 +52,7 @@ def _field(obj: Any, name: str) -> Any:
         if len(_PLAIN_NAMES) >= _PLAIN_NAMES_CAPACITY and kind not in _PLAIN_NAMES:
             _PLAIN_NAMES.clear()
         _PLAIN_NAMES[kind] = _PLAIN_NAMES.get(kind, frozenset()) | {name}
-        value = obj.__dict__.get(name, _ABSENT)
-        if value is _ABSENT:
-            extra = getattr(obj, "__pydantic_extra__", None)
-            value = extra.get(name) if extra else None
-        return value
+        return field(obj, name)  # now remembered: the fast path reads it
     return getattr(obj, name, None)
 
 
