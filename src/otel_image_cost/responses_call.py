@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from decimal import Decimal
 from types import MappingProxyType
 from typing import Any
@@ -130,15 +131,24 @@ class ResponsesCall(TrackedCall):
         model, source = resolve_tool_model(self.request.tool, outcome.tool, runtime.default_tool_model)
         tool = self.request.tool or outcome.tool or ImageTool()
         items = outcome.items
-        image_cost, shares = self._price_images(model, tool, outcome)
-        mainline = self._price_mainline(outcome)
         drawn = [item for item in items if not item.failed]
-        partials = sum(item.partial_images for item in items)
-        qualities = {_item_quality(item, tool) for item in drawn}
-        sizes = {_item_size(item, tool) for item in drawn}
+        quality = _one_or_mixed({_item_quality(i, tool) for i in drawn}, effective(None, tool.quality, None))
+        size = _one_or_mixed({_item_size(i, tool) for i in drawn}, effective(None, tool.size, None))
+        whole = ImageGeneration(
+            model=model,
+            quality=quality,
+            size=size,
+            images=len(drawn),
+            partial_images=sum(item.partial_images for item in items),
+            usage=outcome.image_usage,
+            unpriced_reason=None if model else "no_model",
+        )
+        image_cost, shares = self._price_images(whole, tool, items)
+        mainline = self._price_mainline(outcome)
+        partials = whole.partial_images
         attributes: t.Attributes = {
-            t.IMAGE_QUALITY: _one_or_mixed(qualities, effective(None, tool.quality, None)),
-            t.IMAGE_SIZE: _one_or_mixed(sizes, effective(None, tool.size, None)),
+            t.IMAGE_QUALITY: quality,
+            t.IMAGE_SIZE: size,
             t.IMAGE_COUNT: len(drawn),
             t.IMAGE_PARTIAL_IMAGES: partials,
             **t.cost_attributes(image_cost),
@@ -176,42 +186,31 @@ class ResponsesCall(TrackedCall):
         )
 
     def _price_images(
-        self, model: str | None, tool: ImageTool, outcome: ResponseOutcome
+        self, whole: ImageGeneration, tool: ImageTool, items: tuple[ImageCallItem, ...]
     ) -> tuple[Cost, list[Cost]]:
         """The image part: reported `tool_usage` split over the items, else an estimate per item."""
         runtime = self.runtime
-        items = outcome.items
-        version = runtime.prices.version if runtime.prices is not None else None
-        usage = outcome.image_usage
+        model = whole.model
+        usage = whole.usage
         if usage is not None and (usage.input_tokens or usage.output_tokens):
-            drawn = [item for item in items if not item.failed]
-            whole = runtime.price(
-                ImageGeneration(
-                    model=model,
-                    quality=_one_or_mixed({_item_quality(i, tool) for i in drawn}, None),
-                    size=_one_or_mixed({_item_size(i, tool) for i in drawn}, None),
-                    images=len(drawn),
-                    partial_images=sum(item.partial_images for item in items),
-                    usage=usage,
-                    unpriced_reason=None if model else "no_model",
-                )
-            )
-            if whole.total is None or not items:
-                return whole, [whole] * len(items)
+            cost = runtime.price(whole)
+            if cost.total is None or not items:
+                return cost, [cost] * len(items)
             weights = [0 if item.failed else self._weight(model, item, tool) for item in items]
-            return whole, split_cost(whole, weights)
+            return cost, split_cost(cost, weights)
+        version = runtime.prices.version if runtime.prices is not None else None
         shares = [
             Cost("estimate", MappingProxyType({}), version)
             if item.failed
             else runtime.price(
-                ImageGeneration(
-                    model=model,
+                replace(
+                    whole,
                     quality=_item_quality(item, tool),
                     size=_item_size(item, tool),
                     images=1,
                     partial_images=item.partial_images,
                     prompt_chars=len(item.revised_prompt) if item.revised_prompt else 0,
-                    unpriced_reason=None if model else "no_model",
+                    usage=None,
                 )
             )
             for item in items
