@@ -19,7 +19,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from otel_image_cost import OpenAIImageCostInstrumentor
 
 ROOT = Path(__file__).resolve().parent.parent
-RECORDED = ROOT.parent / "shared" / "fixtures" / "recorded"
+RECORDED = ROOT / "tests" / "fixtures" / "recorded"
 sys.path.insert(0, str(ROOT / "examples"))
 
 

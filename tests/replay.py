@@ -1,6 +1,6 @@
 """A loopback HTTP server that answers with recorded OpenAI responses, byte for byte.
 
-The recordings in `shared/fixtures/recorded/` are real API answers; replaying them to the real
+The recordings in `tests/fixtures/recorded/` are real API answers; replaying them to the real
 SDK tests the plugin on exactly what OpenAI sent, not on what we think it sends.
 """
 

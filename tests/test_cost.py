@@ -24,7 +24,7 @@ from otel_image_cost.cost import (
 from otel_image_cost.prices import PriceTable, load_price_table
 from otel_image_cost.text_prices import price_text_model
 
-RECORDED = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "recorded"
+RECORDED = Path(__file__).resolve().parent / "fixtures" / "recorded"
 VERSION = "2026-11-21"
 
 

@@ -2,7 +2,7 @@
 
 The SDK talks HTTP to `LocalOpenAIServer`; the real OpenTelemetry SDK collects what the plugin emits in
 memory. Every expected cost is worked out by hand in a comment from the price facts of
-shared/cost-model.md (USD per token):
+docs/cost-model.md (USD per token):
 
 - gpt-image-1: text in 5e-6, image in 10e-6, image out 40e-6 (no text-out price: billed as image out)
 - gpt-image-1-mini: text in 2e-6, image in 2.5e-6, image out 8e-6; estimates from its per-image

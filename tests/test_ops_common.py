@@ -19,7 +19,7 @@ DEPLOY = ROOT / "deploy"
 PROMETHEUS_DIR = DEPLOY / "prometheus"
 DASHBOARD = DEPLOY / "grafana" / "otel-image-cost.json"
 COLLECTOR_CONFIG = ROOT / "collector-config.yaml"
-CONTRACT = ROOT.parent / "shared" / "telemetry-contract.md"
+CONTRACT = ROOT / "docs" / "telemetry-contract.md"
 RULE_FILES = (PROMETHEUS_DIR / "budgets.yml", PROMETHEUS_DIR / "alerts.yml")
 
 
@@ -31,8 +31,8 @@ class Instrument:
     prometheus: str  # the contract's Prometheus name; for histograms the family (no _bucket/_sum/_count)
 
 
-# The contract's metrics table (shared/telemetry-contract.md), restated so the tests also run
-# without shared/; `test_contract_table_matches` checks the two agree when shared/ is there.
+# The contract's metrics table (docs/telemetry-contract.md), restated here;
+# `test_contract_table_matches` checks the two agree.
 INSTRUMENTS = (
     Instrument("openai.image.cost", "counter", "USD", "openai_image_cost_USD_total"),
     Instrument("openai.image.generated", "counter", "{image}", "openai_image_generated_total"),

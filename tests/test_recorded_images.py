@@ -1,6 +1,6 @@
 """Every recorded Images API exchange, replayed to the real SDK over loopback.
 
-Each expected cost is worked out by hand from the price facts in shared/cost-model.md
+Each expected cost is worked out by hand from the price facts in docs/cost-model.md
 (USD per token: gpt-image-1 text in 5e-6, image in 10e-6, image out 40e-6; gpt-image-1.5 text in
 5e-6, image in 8e-6, image out 32e-6, text out 10e-6; gpt-image-2 text in 5e-6, image in 8e-6,
 image out 30e-6; DALL·E per image).

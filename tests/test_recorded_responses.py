@@ -1,7 +1,7 @@
 """Every recorded Responses API exchange with the image tool, replayed to the real SDK.
 
 Expected costs are worked out by hand (USD per token):
-- image models, from shared/cost-model.md: gpt-image-1 text in 5e-6, image out 40e-6; gpt-image-1-mini
+- image models, from docs/cost-model.md: gpt-image-1 text in 5e-6, image out 40e-6; gpt-image-1-mini
   text in 2e-6 and low square 0.005 per image; gpt-image-2.6-sunburst text in 5e-6, image out 30e-6,
   tokens from the size formula with the 2.5 factors (low 16, high 48);
 - text (mainline) models, from genai-prices 0.2.3: gpt-4o-mini in 0.15e-6 out 0.6e-6; gpt-5 in 1.25e-6

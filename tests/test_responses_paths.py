@@ -2,7 +2,7 @@
 over loopback HTTP against the bundled local server, read back from the real OpenTelemetry SDK.
 
 Expected costs are worked out by hand from the price facts (USD per token), never by the plugin:
-- image models (shared/cost-model.md): gpt-image-1 text in 5e-6, image in 10e-6, image out 40e-6 (its
+- image models (docs/cost-model.md): gpt-image-1 text in 5e-6, image in 10e-6, image out 40e-6 (its
   output text is billed as image output); gpt-image-1.5 text in 5e-6, image in 8e-6, image out 32e-6,
   text out 10e-6; gpt-image-2.6-sunburst text in 5e-6, image out 30e-6 (text out as image out), estimates
   from the size formula with the 2.5 factors (medium 24);

@@ -1,6 +1,6 @@
 """The telemetry contract: attribute names, instruments, and how one finished call is recorded.
 
-Names follow `shared/telemetry-contract.md`; dashboards and alert rules depend on them.
+Names follow `docs/telemetry-contract.md`; dashboards and alert rules depend on them.
 """
 
 from __future__ import annotations
