@@ -20,6 +20,10 @@ Deterministic rules, so tests can choose what happens:
   ``edit`` with an input image, a ``previous_response_id`` or the tool's ``action: "edit"`` (an edit
   bills at least one input image). "server error" in the text makes the response ``failed``; a
   ``max_output_tokens`` below the answer's length makes it ``incomplete``.
+* Responses WebSocket mode (``client.responses.connect()``): ``GET /v1/responses`` upgraded to a WebSocket
+  (RFC 6455 handshake and framing, text frames of JSON). Each ``response.create`` message is answered
+  with the same events the streamed HTTP call sends, one per frame, echoing its ``stream_id``; responses
+  are answered in the order their creates arrive. A rejected create gets an ``error`` event.
 
 Usage::
 
@@ -34,6 +38,7 @@ from __future__ import annotations
 import argparse
 import base64
 import contextlib
+import hashlib
 import json
 import re
 import secrets
@@ -85,6 +90,11 @@ _BASE_TEXT_INPUT_TOKENS = 1500
 _TEXT_TOKENS_PER_IMAGE_CALL = 20
 _REASONING_TOKENS = 64
 _CACHED_TOKENS_WITH_PREVIOUS = 1024
+
+# RFC 6455: the GUID a server appends to the client's key to prove it speaks WebSocket.
+_WEBSOCKET_GUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
+_WS_TEXT, _WS_BINARY, _WS_CLOSE, _WS_PING, _WS_PONG = 0x1, 0x2, 0x8, 0x9, 0xA
+_WS_MAX_MESSAGE = 64 * 1024 * 1024
 
 _STATUS_FAULTS = (400, 401, 429, 500, 503)
 _NAMED_FAULTS = ("malformed_json", "missing_usage", "extra_fields", "cut_stream", "short_stream")
@@ -752,6 +762,85 @@ class _Exchange:
             self.handler.wfile.write(b"0\r\n\r\n")
 
 
+class _WebSocket:
+    """The server side of one upgraded RFC 6455 connection: masked frames in, unmasked frames out."""
+
+    def __init__(self, handler: _Handler) -> None:
+        self._handler = handler
+
+    @classmethod
+    def accept(cls, exchange: _Exchange) -> _WebSocket:
+        """Answer the opening handshake (101 with the key's digest); no extension, no subprotocol."""
+        key = exchange.headers.get("sec-websocket-key")
+        if not key or exchange.headers.get("upgrade", "").lower() != "websocket":
+            raise ApiError(400, "Expected a WebSocket upgrade request.")
+        accept = base64.b64encode(hashlib.sha1((key + _WEBSOCKET_GUID).encode()).digest()).decode()
+        handler = exchange.handler
+        handler.send_response(101, "Switching Protocols")
+        handler.send_header("Upgrade", "websocket")
+        handler.send_header("Connection", "Upgrade")
+        handler.send_header("Sec-WebSocket-Accept", accept)
+        handler.end_headers()
+        handler.wfile.flush()
+        return cls(handler)
+
+    def _read(self, size: int) -> bytes:
+        data = self._handler.rfile.read(size)
+        if len(data) < size:
+            raise ConnectionResetError("the client hung up")
+        return data
+
+    def receive(self) -> str | None:
+        """The next text message (pings answered on the way); None once the client closes."""
+        message = b""
+        while True:
+            first, second = self._read(2)
+            opcode, length = first & 0x0F, second & 0x7F
+            if length == 126:
+                (length,) = struct.unpack("!H", self._read(2))
+            elif length == 127:
+                (length,) = struct.unpack("!Q", self._read(8))
+            if length + len(message) > _WS_MAX_MESSAGE:
+                raise ConnectionAbortedError("message too large")
+            mask = self._read(4) if second & 0x80 else b""
+            payload = self._read(length)
+            if mask and length:  # unmask in one XOR of two big integers
+                key = (mask * (length // 4 + 1))[:length]
+                unmasked = int.from_bytes(payload, "big") ^ int.from_bytes(key, "big")
+                payload = unmasked.to_bytes(length, "big")
+            if opcode == _WS_CLOSE:
+                self._frame(_WS_CLOSE, payload[:2])
+                return None
+            if opcode == _WS_PING:
+                self._frame(_WS_PONG, payload)
+            elif opcode in (0x0, _WS_TEXT, _WS_BINARY):
+                message += payload
+                if first & 0x80:
+                    return message.decode()
+
+    def send_json(self, payload: JSON) -> None:
+        self._frame(_WS_TEXT, json.dumps(payload, separators=(",", ":")).encode())
+
+    def close(self, code: int = 1000) -> None:
+        """Send a close frame; the handler then ends the TCP connection."""
+        self._frame(_WS_CLOSE, struct.pack("!H", code))
+
+    def drop(self) -> None:
+        """End the TCP connection without a close frame, as a network failure would."""
+        self._handler.close_connection = True
+        self._handler.connection.shutdown(socket.SHUT_RDWR)
+
+    def _frame(self, opcode: int, payload: bytes) -> None:
+        length = len(payload)
+        if length < 126:
+            header = struct.pack("!BB", 0x80 | opcode, length)
+        elif length < 1 << 16:
+            header = struct.pack("!BBH", 0x80 | opcode, 126, length)
+        else:
+            header = struct.pack("!BBQ", 0x80 | opcode, 127, length)
+        self._handler.wfile.write(header + payload)
+
+
 class _Handler(BaseHTTPRequestHandler):
     """Hands every request to the owning ``LocalOpenAIServer`` and keeps the logs quiet."""
 
@@ -972,6 +1061,8 @@ class LocalOpenAIServer:
             self._images(exchange)
         elif method == "POST" and route == "/responses":
             self._create_response(exchange)
+        elif method == "GET" and route == "/responses":
+            self._responses_websocket(exchange)
         elif method == "GET" and route.startswith("/responses/"):
             self._retrieve_response(exchange, route.removeprefix("/responses/"))
         elif method == "GET" and route.startswith("/images/files/"):
@@ -1157,14 +1248,18 @@ class LocalOpenAIServer:
             "size": tool.get("size") or "auto",
         }
 
-    def _create_response(self, exchange: _Exchange) -> None:
-        body = exchange.json if isinstance(exchange.json, dict) else {}
-        run = self._plan_response(body)
+    def _store(self, run: ResponseRun, body: JSON) -> None:
+        """Keep a response for later retrieval, as the API does unless ``store`` is false."""
         if body.get("store", True) or run.background:
             with self._lock:
                 self._runs[run.id] = run
                 while len(self._runs) > _MAX_STORED_RESPONSES:
                     self._runs.popitem(last=False)
+
+    def _create_response(self, exchange: _Exchange) -> None:
+        body = exchange.json if isinstance(exchange.json, dict) else {}
+        run = self._plan_response(body)
+        self._store(run, body)
         if _bool_param(body, "stream"):
             self._stream_run(exchange, run, after=-1)
         else:
@@ -1193,6 +1288,58 @@ class LocalOpenAIServer:
         exchange.reply_sse([event for event in events if event["sequence_number"] > after])
         with self._lock:
             run.retrievals = max(run.retrievals, self.options.background_polls)
+
+    # -- Responses WebSocket mode ----------------------------------------------------------------
+
+    def _responses_websocket(self, exchange: _Exchange) -> None:
+        """Answer each ``response.create`` message with its streamed events until the client closes.
+
+        A fault injected for ``/responses`` applies to the next create (a named one injected before
+        the handshake, to the first; a status fault then refuses the handshake itself): a status
+        fault answers the create with an ``error`` event,
+        ``cut_stream`` sends half its events and drops the connection, ``short_stream`` sends half
+        and closes the connection cleanly (code 1000).
+        """
+        websocket = _WebSocket.accept(exchange)
+        exchange.handler.close_connection = True
+        pending_fault = exchange.fault
+        while (message := websocket.receive()) is not None:
+            try:
+                body = json.loads(message)
+            except ValueError:
+                body = None
+            if not isinstance(body, dict) or body.get("type") != "response.create":
+                kind = body.get("type") if isinstance(body, dict) else None
+                error = ApiError(400, f"Unsupported event type {kind!r}.", param="type", code="invalid_value")
+                websocket.send_json({"type": "error", **error.body, "status": error.status})
+                continue
+            with self._lock:
+                self._requests.append(replace(exchange.record(), method="WEBSOCKET", body=_summarize(body)))
+            fault, pending_fault = pending_fault or self._take_fault(exchange), None
+            lane = {"stream_id": body["stream_id"]} if isinstance(body.get("stream_id"), str) else {}
+            request = {key: value for key, value in body.items() if key not in ("type", "stream_id")}
+            try:
+                self._sleep(self.options.latency_ms / 1000)
+                if fault is not None and fault.isdigit():
+                    error_type, text, param, code = _FAULT_ERRORS[int(fault)]
+                    raise ApiError(int(fault), text, type=error_type, param=param, code=code)
+                if request.get("background"):
+                    raise ApiError(400, "background is not supported over WebSocket.", param="background")
+                run = self._plan_response({**request, "stream": True})
+            except ApiError as error:
+                websocket.send_json({"type": "error", **error.body, "status": error.status, **lane})
+                continue
+            self._store(run, request)
+            events = run.events(self.options, self._b64)
+            cut = fault in ("cut_stream", "short_stream")
+            for event in events[: len(events) // 2] if cut else events:
+                websocket.send_json({**event, **lane})
+            if fault == "cut_stream":
+                websocket.drop()
+                return
+            if fault == "short_stream":
+                websocket.close()
+                return
 
 
 def main(argv: Sequence[str] | None = None) -> int:
