@@ -1,8 +1,8 @@
 """The bundled local OpenAI server, driven by the real ``openai`` SDK over HTTP (openai 2.x and 3.x).
 
 Every answer must parse into the SDK's declared types (checked strictly, not just leniently as the SDK
-does) and carry the exact token numbers of the cost model (docs/cost-model.md), since the demo and the plugin's tests
-rely on both.
+does) and carry the exact token numbers of the cost model (docs/cost-model.md), since the demo and the
+plugin's tests rely on both.
 """
 
 from __future__ import annotations

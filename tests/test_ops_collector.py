@@ -8,11 +8,9 @@ import copy
 import re
 from typing import Any
 
-import pytest
 import yaml
 from test_ops_common import (
     COLLECTOR_CONFIG,
-    CONTRACT,
     INSTRUMENTS,
     contract_table,
     dashboard_queries,
