@@ -3,6 +3,8 @@ OpenAI-compatible server on loopback, and real `openai` clients pointed at it.""
 
 from __future__ import annotations
 
+import os
+import subprocess
 import sys
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
@@ -117,3 +119,33 @@ async def async_client(server: Any) -> AsyncIterator[openai.AsyncOpenAI]:
     sdk = openai.AsyncOpenAI(base_url=server.base_url, api_key="sk-test", max_retries=0, timeout=10)
     async with sdk:
         yield sdk
+
+
+COMMAND = Path(sys.executable).with_name("otel-image-cost")
+
+
+def run_command(
+    *args: str, env: dict[str, str] | None = None, cwd: Path | None = None
+) -> subprocess.CompletedProcess[str]:
+    """The real `otel-image-cost` console script in a subprocess, with no OTEL_/OPENAI_ settings
+    inherited from the test's environment except those in `env`."""
+    environment = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "OPENAI_"))}
+    return subprocess.run(
+        [str(COMMAND), *args],
+        env={**environment, **(env or {})},
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+def assert_bad_input(done: subprocess.CompletedProcess[str], *named: str) -> None:
+    """Exit 2 with one line on stderr that names the problem, and no traceback."""
+    assert done.returncode == 2, (done.returncode, done.stdout, done.stderr)
+    lines = done.stderr.splitlines()
+    assert len(lines) == 1, done.stderr
+    assert "Traceback" not in done.stderr
+    for text in named:
+        assert text in lines[0], lines[0]

@@ -19,3 +19,23 @@ def test_package_data_is_installed() -> None:
     package = resources.files("otel_image_cost")
     assert package.joinpath("prices.yaml").is_file()
     assert package.joinpath("py.typed").is_file()
+
+
+def test_distribution_metadata() -> None:
+    from otel_image_cost import __version__
+
+    dist = metadata.distribution("otel-image-cost")
+    assert dist.version == __version__ == "0.2.0"
+    assert dist.metadata["License-Expression"] == "Apache-2.0"
+    assert "Programming Language :: Python :: 3.11" in dist.metadata.get_all("Classifier", [])
+    [script] = [ep for ep in dist.entry_points if ep.group == "console_scripts"]
+    assert (script.name, script.value) == ("otel-image-cost", "otel_image_cost.cli:main")
+
+
+def test_license_is_the_full_apache_2_text() -> None:
+    from conftest import ROOT
+
+    text = (ROOT / "LICENSE").read_text()
+    assert text.lstrip().startswith("Apache License\n                           Version 2.0, January 2004")
+    assert "END OF TERMS AND CONDITIONS" in text
+    assert len(text.splitlines()) == 201

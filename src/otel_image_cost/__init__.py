@@ -2,6 +2,8 @@
 
 from .attribution import billing_context
 from .instrumentor import OpenAIImageCostInstrumentor
+from .price_check import check_prices
+from .quote import quote
 from .version import __version__
 
-__all__ = ["OpenAIImageCostInstrumentor", "__version__", "billing_context"]
+__all__ = ["OpenAIImageCostInstrumentor", "__version__", "billing_context", "check_prices", "quote"]
