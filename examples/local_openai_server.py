@@ -816,7 +816,7 @@ class _WebSocket:
             elif opcode in (0x0, _WS_TEXT, _WS_BINARY):
                 message += payload
                 if first & 0x80:
-                    return message.decode()
+                    return message.decode(errors="replace")
 
     def send_json(self, payload: JSON) -> None:
         self._frame(_WS_TEXT, json.dumps(payload, separators=(",", ":")).encode())

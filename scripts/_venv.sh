@@ -9,6 +9,16 @@ ensure_venv() {
   fi
 }
 
+# `ensure_extra DIR EXTRA`: the project's optional dependencies EXTRA too, in a venv made by ensure_venv.
+ensure_extra() {
+  local dir="$1" extra="$2"
+  local stamp="$dir/.installed-$extra"
+  if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
+    "$dir/bin/python" -m pip install --quiet --disable-pip-version-check -e ".[test,$extra]"
+    touch "$stamp"
+  fi
+}
+
 # `ensure_oldest_venv DIR`: the project with exactly the lowest dependency versions it admits.
 ensure_oldest_venv() {
   local dir="$1"

@@ -7,6 +7,7 @@ if ! command -v promtool >/dev/null 2>&1; then
   apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq prometheus >/dev/null
 fi
 ensure_venv .venv
+ensure_extra .venv clients  # openai-agents and pydantic-ai need openai 3.x
 ensure_venv .venv-openai2 "openai>=2,<3"
 ensure_oldest_venv .venv-oldest
 .venv/bin/ruff check src tests examples

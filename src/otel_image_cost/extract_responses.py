@@ -18,7 +18,7 @@ IMAGE_TOOL = "image_generation"
 IMAGE_CALL_ITEM = "image_generation_call"
 TERMINAL_STATUSES = frozenset({"completed", "failed", "incomplete", "cancelled"})
 
-_FINAL_EVENTS = frozenset({"response.completed", "response.failed", "response.incomplete"})
+FINAL_EVENTS = frozenset({"response.completed", "response.failed", "response.incomplete"})
 _ITEM_STARTED = "response.image_generation_call.in_progress"
 _ITEM_PARTIAL = "response.image_generation_call.partial_image"
 _ITEM_COMPLETED = "response.image_generation_call.completed"
@@ -218,7 +218,7 @@ class ResponsesStreamTally:
                 parsed = image_call_item(item)
                 self._done_items[parsed.id or ""] = parsed
                 self._completed.setdefault(parsed.id or "", now_ns)
-        elif kind in _FINAL_EVENTS:
+        elif kind in FINAL_EVENTS:
             self.final = response_outcome(field(event, "response"))
         elif kind == "response.created":
             self.response_id = text(field(field(event, "response"), "id"))

@@ -21,7 +21,7 @@ from opentelemetry.instrumentation.utils import is_instrumentation_enabled, unwr
 from wrapt import wrap_function_wrapper
 
 from . import extract
-from .calls import ImagesCall, Runtime, TrackedCall
+from .calls import ImagesCall, Runtime, TrackedCall, client_of
 from .config import ENV_AZURE_DEPLOYMENTS, ENV_DEFAULT_IMAGE_MODEL, ENV_PRICES, Settings, load_settings
 from .extract import given
 from .extract_responses import documented_default_tool_model, image_tool
@@ -31,6 +31,7 @@ from .results import observe_result
 from .safety import report_internal_error
 from .telemetry import Instruments
 from .version import __version__
+from .websocket import SOCKET_CLASSES, socket_wrappers
 
 logger = logging.getLogger(__name__)
 
@@ -51,14 +52,14 @@ def _responses_create(
     """`create` / `parse`: tracked only when the request offers the `image_generation` tool."""
     if image_tool(given(kwargs, "tools")) is None:
         return None
-    return ResponsesCall(runtime, resource, args, kwargs, retrieve=False)
+    return ResponsesCall(runtime, client_of(resource), args, kwargs, retrieve=False)
 
 
 def _responses_retrieve(
     runtime: Runtime, resource: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
 ) -> TrackedCall | None:
     """`retrieve`: whether it concerns images is known only from the response it returns."""
-    return ResponsesCall(runtime, resource, args, kwargs, retrieve=True)
+    return ResponsesCall(runtime, client_of(resource), args, kwargs, retrieve=True)
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,6 +110,10 @@ class _Active:
     """
 
     runtime: Runtime | None = None
+
+
+def _current_runtime() -> Runtime | None:
+    return _Active.runtime
 
 
 def _begin(patch: Patch, resource: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> TrackedCall | None:
@@ -302,6 +307,11 @@ class OpenAIImageCostInstrumentor(BaseInstrumentor):  # type: ignore[misc]
         module, owner, method = _ATTEMPTS
         if hasattr(_sdk_class(module, owner), method):
             wrap_function_wrapper(module, f"{owner}.{method}", _ours(_count_attempt))
+        for module, owner, asynchronous in SOCKET_CLASSES:
+            if _sdk_class(module, owner) is not None:
+                wrappers = socket_wrappers(_current_runtime, asynchronous=asynchronous)
+                for method, wrapper in wrappers.items():
+                    wrap_function_wrapper(module, f"{owner}.{method}", _ours(wrapper))
 
     def _uninstrument(self, **kwargs: Any) -> None:
         _Active.runtime = None
@@ -310,3 +320,7 @@ class OpenAIImageCostInstrumentor(BaseInstrumentor):  # type: ignore[misc]
         module, owner, method = _ATTEMPTS
         if hasattr(attempts := _sdk_class(module, owner), method):
             _remove_our_layer(attempts, method)
+        for module, owner, _ in SOCKET_CLASSES:
+            if (socket_class := _sdk_class(module, owner)) is not None:
+                for method in ("send", "recv", "close"):
+                    _remove_our_layer(socket_class, method)

@@ -19,7 +19,7 @@ from opentelemetry.trace import SpanKind, Status, StatusCode
 
 from . import telemetry as t
 from .attribution import USER_ID
-from .calls import Runtime, TrackedCall, client_of, effective
+from .calls import Runtime, TrackedCall, effective
 from .cost import Cost, ImageGeneration, estimated_output_tokens, split_cost
 from .extract_responses import (
     ImageCallItem,
@@ -69,12 +69,13 @@ class ResponsesCall(TrackedCall):
     def __init__(
         self,
         runtime: Runtime,
-        resource: Any,
+        client: Any,
         args: tuple[Any, ...],
         kwargs: Mapping[str, Any],
         *,
         retrieve: bool,
     ) -> None:
+        """`client` is the SDK client the call goes through (on a WebSocket, what stands for it)."""
         self.request = request = responses_request(args, kwargs)
         self._outcome: ResponseOutcome | None = None
         self._tally = ResponsesStreamTally() if request.stream else None
@@ -85,7 +86,7 @@ class ResponsesCall(TrackedCall):
             request_model=request.model,
             request_user=request.user,
             prompt=request.prompt,
-            client=client_of(resource),
+            client=client,
             streaming=request.stream,
             attributes=_tool_attributes(request.tool) if request.tool is not None else {},
             deferred=retrieve,
