@@ -112,8 +112,20 @@ def grace(client: openai.OpenAI) -> None:
             print(f"grace: refused by the service ({refused.code})")
 
 
+def heidi(client: openai.OpenAI) -> None:
+    """globex / heidi: a chat app that keeps one Responses WebSocket open (`responses.connect()`,
+    WebSocket mode) for two turns; the second draws two images."""
+    tool = {"type": "image_generation", "model": "gpt-image-1", "quality": "low"}
+    with billing_context(user_id="heidi", tenant_id="globex"), client.responses.connect() as connection:
+        for prompt in ("Draw a kite", "Now two images of a kite"):
+            connection.response.create(model="gpt-4o-mini", input=prompt, tools=[tool])
+            for event in connection:
+                if event.type in ("response.completed", "response.failed", "response.incomplete", "error"):
+                    break
+
+
 def run_workload(client: openai.OpenAI, async_client: openai.AsyncOpenAI) -> None:
-    steps: list[Callable[[openai.OpenAI], None]] = [alice, bob, carol, erin, frank, grace]
+    steps: list[Callable[[openai.OpenAI], None]] = [alice, bob, carol, erin, frank, grace, heidi]
     for step in steps:
         step(client)
     asyncio.run(dave(async_client))
