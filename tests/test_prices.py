@@ -308,12 +308,12 @@ BAD_FILES = [
     (
         "negative.yaml",
         "models:\n  m:\n" + GOOD_ROW.replace("input_text: 1", "input_text: -1"),
-        "models.m.usd_per_1m_tokens.input_text: must be a finite number >= 0, got -1",
+        "models.m.usd_per_1m_tokens.input_text: must be a number from 0 to 1000000, got -1",
     ),
     (
         "infinite.yaml",
         "models:\n  m:\n" + GOOD_ROW.replace("output_image: 1", "output_image: .inf"),
-        "models.m.usd_per_1m_tokens.output_image: must be a finite number >= 0, got inf",
+        "models.m.usd_per_1m_tokens.output_image: must be a number from 0 to 1000000, got inf",
     ),
     (
         "string-price.yaml",

@@ -249,7 +249,8 @@ def _sdk_default_tool_model() -> str | None:
 def _load_prices(settings: Settings) -> PriceTable | None:
     try:
         prices = load_price_table(settings.prices_path)
-    except PriceFileError as exc:
+    except Exception as exc:  # PriceFileError, or anything a hostile file provokes: never raise
+        exc = exc if isinstance(exc, PriceFileError) else PriceFileError(f"{type(exc).__name__}")
         logger.error(
             "otel-image-cost: ignoring %s=%r: %s; expected a readable YAML or JSON price file with the "
             "schema of the built-in prices.yaml; image costs will be reported as unknown",

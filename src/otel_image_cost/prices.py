@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
+import os
 import re
+import reprlib
+import stat
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import date
@@ -55,6 +57,9 @@ _PROVENANCE_REQUIRED: Final = frozenset({"source", "as_of"})
 _PROVENANCE_OPTIONAL: Final = frozenset({"status", "notes"})
 _TOKENS_PER_MILLION_EXP: Final = -6
 _SNAPSHOT_RE: Final = re.compile(r"(.+)-(\d{4}-\d{2}-\d{2})")
+MAX_PRICE_FILE_BYTES: Final = 1 << 20  # a price file is a few KiB; anything past 1 MiB is refused unread
+_MAX_PRICE: Final = 1_000_000  # USD per 1M tokens or per image; past it a price cannot be right
+_MESSAGE_CHARS: Final = 200  # an error message shows at most this much of a value
 
 _T = TypeVar("_T")
 
@@ -211,10 +216,7 @@ def load_price_table(override_path: str | None = None) -> PriceTable:
 
 def _read_override(path: str) -> _Document:
     src = _Source(path)
-    try:
-        data = Path(path).read_bytes()
-    except OSError as exc:
-        raise src.error("", f"cannot read price file: {exc.strerror or exc}") from exc
+    data = _read_small_regular_file(src)
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as exc:
@@ -222,10 +224,52 @@ def _read_override(path: str) -> _Document:
     try:
         raw = json.loads(text) if path.lower().endswith(".json") else yaml.safe_load(text)
     except json.JSONDecodeError as exc:
-        raise src.error("", f"not valid JSON: {exc}") from exc
+        raise src.error("", f"not valid JSON: {_capped(str(exc))}") from exc
     except yaml.YAMLError as exc:
-        raise src.error("", f"not valid YAML: {exc}") from exc
+        raise src.error("", f"not valid YAML: {_capped(str(exc))}") from exc
+    except (ValueError, RecursionError, OverflowError) as exc:
+        # a value the parser cannot build: an impossible date, a number past Python's digit
+        # limit, nesting deeper than the interpreter's stack
+        raise src.error("", f"unreadable value: {type(exc).__name__}: {_capped(str(exc))}") from exc
     return _Document.parse(src, raw, False, sha256=hashlib.sha256(data).hexdigest())
+
+
+def _read_small_regular_file(src: _Source) -> bytes:
+    """The bytes of a regular file of at most 1 MiB. Checked before opening (a FIFO would block
+    the open itself), and again on the open descriptor (the path may have changed meanwhile)."""
+    try:
+        if not stat.S_ISREG(os.stat(src.path).st_mode):
+            raise src.error("", "not a regular file")
+        descriptor = os.open(src.path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+        with os.fdopen(descriptor, "rb") as file:
+            status = os.fstat(file.fileno())
+            if not stat.S_ISREG(status.st_mode):
+                raise src.error("", "not a regular file")
+            if status.st_size > MAX_PRICE_FILE_BYTES:
+                raise src.error("", f"larger than {MAX_PRICE_FILE_BYTES} bytes ({status.st_size})")
+            data = file.read(MAX_PRICE_FILE_BYTES + 1)
+    except OSError as exc:
+        raise src.error("", f"cannot read price file: {exc.strerror or exc}") from exc
+    if len(data) > MAX_PRICE_FILE_BYTES:
+        raise src.error("", f"larger than {MAX_PRICE_FILE_BYTES} bytes")
+    return data
+
+
+_SHORT_REPR = reprlib.Repr()
+_SHORT_REPR.maxstring = _SHORT_REPR.maxother = _MESSAGE_CHARS
+_SHORT_REPR.maxlong = 40
+
+
+def _shown(value: object) -> str:
+    """A value as an error message shows it: a bounded repr, never the whole of a huge value."""
+    try:
+        return _capped(_SHORT_REPR.repr(value))
+    except Exception:
+        return f"<{type(value).__name__}>"
+
+
+def _capped(text: str) -> str:
+    return text if len(text) <= _MESSAGE_CHARS else text[:_MESSAGE_CHARS] + "..."
 
 
 def _require(value: _T | None, src: _Source, where: str, problem: str) -> _T:
@@ -241,6 +285,7 @@ class _Source:
     path: str
 
     def error(self, where: str, problem: str) -> PriceFileError:
+        where = _capped(where)
         return PriceFileError(f"{self.path}: {where}: {problem}" if where else f"{self.path}: {problem}")
 
     def mapping(self, where: str, value: object) -> dict[str, Any]:
@@ -248,7 +293,7 @@ class _Source:
             raise self.error(where, f"must be a mapping, got {_type_name(value)}")
         for key in value:
             if not isinstance(key, str):
-                raise self.error(where, f"keys must be strings, got {_type_name(key)} {key!r}")
+                raise self.error(where, f"keys must be strings, got {_type_name(key)} {_shown(key)}")
         return value
 
     def keys(
@@ -258,7 +303,7 @@ class _Source:
         allowed = required | optional
         for key in row:
             if key not in allowed:
-                raise self.error(where, f"unknown key {key!r} (allowed: {', '.join(sorted(allowed))})")
+                raise self.error(where, f"unknown key {_shown(key)} (allowed: {', '.join(sorted(allowed))})")
         missing = sorted(required - row.keys())
         if missing:
             raise self.error(where, f"missing key {', '.join(map(repr, missing))}")
@@ -266,19 +311,20 @@ class _Source:
 
     def string(self, where: str, value: object) -> str:
         if not isinstance(value, str) or not value:
-            raise self.error(where, f"must be a non-empty string, got {_type_name(value)} {value!r}")
+            raise self.error(where, f"must be a non-empty string, got {_type_name(value)} {_shown(value)}")
         return value
 
     def count(self, where: str, value: object, minimum: int) -> int:
         if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
-            raise self.error(where, f"must be an integer >= {minimum}, got {_type_name(value)} {value!r}")
+            got = f"{_type_name(value)} {_shown(value)}"
+            raise self.error(where, f"must be an integer >= {minimum}, got {got}")
         return value
 
     def price(self, where: str, value: object) -> Decimal:
         if isinstance(value, bool) or not isinstance(value, int | float):
-            raise self.error(where, f"must be a number, got {_type_name(value)} {value!r}")
-        if not math.isfinite(value) or value < 0:
-            raise self.error(where, f"must be a finite number >= 0, got {value!r}")
+            raise self.error(where, f"must be a number, got {_type_name(value)} {_shown(value)}")
+        if not 0 <= value <= _MAX_PRICE:  # NaN fails too; an int is never turned into a float here
+            raise self.error(where, f"must be a number from 0 to {_MAX_PRICE}, got {_shown(value)}")
         return Decimal(repr(value)) if isinstance(value, float) else Decimal(value)
 
     def grid(
@@ -303,10 +349,11 @@ class _Source:
             try:
                 as_of = date.fromisoformat(self.string(f"{where}.as_of", as_of))
             except ValueError as exc:
-                raise self.error(f"{where}.as_of", f"must be a date YYYY-MM-DD, got {as_of!r}") from exc
+                raise self.error(f"{where}.as_of", f"must be a date YYYY-MM-DD, got {_shown(as_of)}") from exc
         status = row.get("status", "published")
         if status not in _STATUSES:
-            raise self.error(f"{where}.status", f"must be one of {', '.join(_STATUSES)}, got {status!r}")
+            allowed = ", ".join(_STATUSES)
+            raise self.error(f"{where}.status", f"must be one of {allowed}, got {_shown(status)}")
         notes = row.get("notes")
         return Provenance(
             source=self.string(f"{where}.source", row["source"]),
@@ -396,7 +443,8 @@ class _Document:
                 for q, f in src.mapping(f"{where}.factors", row["factors"]).items()
             }
             return SizeFormulaEstimate(name, src.provenance(where, row), MappingProxyType(factors))
-        raise src.error(f"{where}.kind", f"must be token_table, per_image_usd or size_formula, got {kind!r}")
+        kinds = "token_table, per_image_usd or size_formula"
+        raise src.error(f"{where}.kind", f"must be {kinds}, got {_shown(kind)}")
 
     def models(self, estimates: Mapping[str, EstimateRule]) -> dict[str, ImageModelPrices]:
         return {
@@ -435,7 +483,8 @@ class _Document:
             if estimate is None:
                 raise src.error(
                     f"{where}.estimate",
-                    f"no estimate rule named {estimate_name!r} (known: {', '.join(sorted(estimates))})",
+                    f"no estimate rule named {_shown(estimate_name)} "
+                    f"(known: {_capped(', '.join(sorted(estimates)))})",
                 )
         return TokenModelPrices(
             name,
