@@ -649,6 +649,7 @@ class _Fault:
     kind: str
     remaining: int
     path_prefix: str | None
+    fields: JSON | None = None  # kind "override": top-level fields replacing the answer's own
 
 
 class _Exchange:
@@ -674,6 +675,7 @@ class _Exchange:
         self.fields: dict[str, str] = {}
         self.files: list[FilePart] = []
         self.fault: str | None = None  # a named fault distorting the answer (status faults never get here)
+        self.override: JSON = {}  # fields replacing the answer's own (see ``answer_with``)
 
     def _read_body(self) -> bytes:
         if self.headers.get("transfer-encoding", "").lower() == "chunked":
@@ -743,6 +745,8 @@ class _Exchange:
             self._drop_connection()
 
     def reply_json(self, status: int, payload: JSON, headers: Mapping[str, str] | None = None) -> None:
+        if status == 200 and self.override:
+            payload = {**payload, **self.override}
         self.reply_bytes(status, self._encode(payload), "application/json", headers)
 
     def reply_sse(self, events: Sequence[JSON]) -> None:
@@ -751,6 +755,8 @@ class _Exchange:
         self.handler.end_headers()
         count = len(events) // 2 if self.fault in ("cut_stream", "short_stream") else len(events)
         for index, event in enumerate(events[:count]):
+            if self.override and event["type"].startswith("image_") and event["type"].endswith(".completed"):
+                event = {**event, **self.override}
             data = self._encode(event)
             if index == 0 and self.fault == "malformed_json":
                 data = data[: len(data) // 2]
@@ -993,6 +999,16 @@ class LocalOpenAIServer:
         with self._lock:
             self._faults.append(_Fault(kind, count, path_prefix))
 
+    def answer_with(self, fields: JSON, count: int = 1, path_prefix: str | None = None) -> None:
+        """Make the next ``count`` successful answers (whose path starts with ``path_prefix``) carry
+        ``fields`` in place of their own top-level fields: e.g. ``{"usage": {...}, "size": "0x0"}``
+        on an Images answer (or on each ``*.completed`` event of an Images stream), or
+        ``{"tool_usage": ..., "output": 5}`` on a Responses answer. For hostile-input tests."""
+        if count < 1:
+            raise ValueError("count must be at least 1")
+        with self._lock:
+            self._faults.append(_Fault("override", count, path_prefix, dict(fields)))
+
     # -- request handling ------------------------------------------------------------------------
 
     def _track(self, handler: _Handler, *, add: bool) -> None:
@@ -1010,6 +1026,9 @@ class LocalOpenAIServer:
                     fault.remaining -= 1
                     if fault.remaining <= 0:
                         self._faults.remove(fault)
+                    if fault.fields is not None:
+                        exchange.override = fault.fields
+                        return None
                     return fault.kind
         return None
 

@@ -122,7 +122,7 @@ def thread_calls(
 def test_concurrent_calls_are_never_misattributed(
     clean_server: Any, instrument: Any, telemetry: Telemetry
 ) -> None:
-    instrument(capture_message_content=True)
+    instrument(capture_message_content=True, trust_baggage=True)  # half the tasks use Baggage
     sync_client = openai.OpenAI(
         base_url=clean_server.base_url, api_key="sk-test", max_retries=RETRIES, timeout=TIMEOUT_S
     )

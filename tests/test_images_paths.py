@@ -1300,9 +1300,10 @@ def with_baggage(**entries: str) -> object:
 
 
 @pytest.mark.parametrize("mode", MODES)
-async def test_baggage_attribution(
-    telemetry: Telemetry, instrumented: Any, clients: Clients, mode: Mode
+async def test_trusted_baggage_attribution(
+    telemetry: Telemetry, instrument: Any, clients: Clients, mode: Mode
 ) -> None:
+    instrument(trust_baggage=True)
     token = with_baggage(user__id="bob", tenant__id="globex")
     try:
         await clients.images(mode, "generate", **RAW_KWARGS)
@@ -1310,6 +1311,20 @@ async def test_baggage_attribution(
         otel_context.detach(token)
     assert_attributes(telemetry.span(), {"user.id": "bob", "tenant.id": "globex"})
     assert telemetry.total(COST, user__id="bob", tenant__id="globex") == RAW_COST
+
+
+@pytest.mark.parametrize("mode", MODES)
+async def test_baggage_is_not_trusted_by_default(
+    telemetry: Telemetry, instrumented: Any, clients: Clients, mode: Mode
+) -> None:
+    token = with_baggage(user__id="bob", tenant__id="globex")
+    try:
+        await clients.images(mode, "generate", user="carol", **RAW_KWARGS)
+    finally:
+        otel_context.detach(token)
+    assert_attributes(telemetry.span(), {"user.id": "carol", "tenant.id": ABSENT})
+    assert telemetry.total(COST, user__id="carol") == RAW_COST
+    assert telemetry.total(COST, user__id="bob") == 0
 
 
 @pytest.mark.parametrize("mode", MODES)
@@ -1332,10 +1347,11 @@ async def test_safety_identifier_attribution(
     assert telemetry.total(COST, user__id="dave-hash") == RAW_COST
 
 
-def test_attribution_precedence(telemetry: Telemetry, instrumented: Any, clients: Clients) -> None:
+def test_attribution_precedence(telemetry: Telemetry, instrument: Any, clients: Clients) -> None:
+    instrument(trust_baggage=True)
     token = with_baggage(user__id="bob", tenant__id="globex")
     try:
-        clients.sync.images.generate(user="carol", **RAW_KWARGS)  # Baggage beats the request's user
+        clients.sync.images.generate(user="carol", **RAW_KWARGS)  # trusted Baggage beats the request's user
         with billing_context(user_id="alice"):  # the billing context beats Baggage, key by key
             clients.sync.images.generate(user="carol", **RAW_KWARGS)
     finally:

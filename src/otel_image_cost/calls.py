@@ -21,7 +21,7 @@ from opentelemetry.context import Context
 from opentelemetry.trace import Span, SpanKind, Status, StatusCode, Tracer
 
 from . import telemetry as t
-from .attribution import current_attribution
+from .attribution import current_attribution, exported_attribution, safe_value, span_attribution
 from .config import Settings
 from .cost import Cost, ImageGeneration, price_image_generation
 from .extract import ImagesOutcome, ImagesStreamTally, image_request, images_response_outcome
@@ -162,7 +162,7 @@ class TrackedCall:
         self.runtime = runtime
         self.streaming = streaming
         self.attributes = attributes
-        self.attribution = current_attribution(request_user)
+        self.attribution = current_attribution(request_user, trust_baggage=runtime.settings.trust_baggage)
         self.span_name = f"{operation_name} {request_model}" if request_model else operation_name
         self._ended = threading.Lock()
         self.resend_count = 0  # HTTP attempts the SDK retried, noted by the instrumentor
@@ -180,10 +180,16 @@ class TrackedCall:
         self.span = self.runtime.tracer.start_span(
             self.span_name,
             kind=SpanKind.CLIENT,
-            attributes={**self.attributes, **self.attribution},
+            attributes=self.span_attributes(self.attributes),
             start_time=self.started_ns,
         )
         return self.span
+
+    def span_attributes(self, attributes: t.Attributes) -> t.Attributes:
+        """`attributes` with the attribution: custom keys first, so that ours win a name clash
+        and are never the ones the SDK's attribute limit evicts (it drops the oldest)."""
+        attribution = span_attribution(self.attribution, self.runtime.settings)
+        return {**{k: v for k, v in attribution.items() if k not in attributes}, **attributes}
 
     def activate(self) -> Token[Context] | None:
         """Make the span current while the SDK sends the request (HTTP spans nest under it).
@@ -213,7 +219,7 @@ class TrackedCall:
         if not self._ended.acquire(blocking=False) or self.span is None:
             return
         try:  # plain try/except, not `with swallowed(...)`: the same guard, ~0.8 µs cheaper
-            error_type = type(exc).__qualname__
+            error_type = safe_value(type(exc).__qualname__)
             self.span.set_attribute(t.ERROR_TYPE, error_type)
             self.span.record_exception(exc)
             self.span.set_status(Status(StatusCode.ERROR, str(exc) or error_type))
@@ -259,19 +265,14 @@ class TrackedCall:
 
     def metric_labels(self) -> dict[str, Any]:
         """The bounded label set: call attributes of the contract plus the chosen attribution keys."""
-        attributes = self.attributes
-        labels = {key: attributes[key] for key in t.METRIC_CALL_KEYS if key in attributes}
-        attribution = self.attribution
-        if attribution:
-            for key in self.runtime.settings.metric_attributes:
-                if key in attribution:
-                    labels[key] = attribution[key]
-        return labels
+        settings = self.runtime.settings
+        attribution = exported_attribution(self.attribution, settings) if self.attribution else {}
+        return t.metric_labels(self.attributes, attribution, settings.metric_attributes)
 
     def _histogram_labels(self, labels: Mapping[str, Any]) -> dict[str, Any]:
         if self._server_address is None:
             return dict(labels)
-        return {**labels, t.SERVER_ADDRESS: self._server_address}
+        return {**labels, t.SERVER_ADDRESS: safe_value(self._server_address)}
 
     def record_metrics(
         self,

@@ -18,6 +18,10 @@ ENV_METRIC_ATTRIBUTES = "OTEL_IMAGE_COST_METRIC_ATTRIBUTES"
 ENV_AZURE_DEPLOYMENTS = "OTEL_IMAGE_COST_AZURE_DEPLOYMENTS"
 ENV_DEFAULT_IMAGE_MODEL = "OTEL_IMAGE_COST_DEFAULT_IMAGE_MODEL"
 ENV_CAPTURE_CONTENT = "OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT"
+ENV_TRUST_BAGGAGE = "OTEL_IMAGE_COST_TRUST_BAGGAGE"
+ENV_PSEUDONYMIZE = "OTEL_IMAGE_COST_PSEUDONYMIZE"
+ENV_PSEUDONYM_KEY = "OTEL_IMAGE_COST_PSEUDONYM_KEY"
+ENV_PSEUDONYMIZE_SPANS = "OTEL_IMAGE_COST_PSEUDONYMIZE_SPANS"
 
 DEFAULT_METRIC_ATTRIBUTES = ("user.id", "tenant.id")
 
@@ -34,6 +38,10 @@ class Settings:
     azure_deployments: Mapping[str, str] = field(default_factory=dict)
     default_image_model: str | None = None
     capture_message_content: bool = False
+    trust_baggage: bool = False  # take user.id / tenant.id from Baggage (only behind a trusted gateway)
+    pseudonymize: tuple[str, ...] = ()  # attribution keys exported as keyed pseudonyms
+    pseudonym_key: bytes | None = field(default=None, repr=False)  # None: pseudonymisation is off
+    pseudonymize_spans: bool = False
 
 
 def load_settings(overrides: Mapping[str, object], environ: Mapping[str, str] = os.environ) -> Settings:
@@ -42,12 +50,29 @@ def load_settings(overrides: Mapping[str, object], environ: Mapping[str, str] = 
     def pick(key: str, env: str) -> object:
         return overrides[key] if overrides.get(key) is not None else environ.get(env)
 
+    pseudonymize = _attribute_keys(pick("pseudonymize", ENV_PSEUDONYMIZE), ENV_PSEUDONYMIZE, ())
+    key = _optional_text(pick("pseudonym_key", ENV_PSEUDONYM_KEY))
+    if pseudonymize and key is None:
+        logger.error(
+            "otel-image-cost: refusing %s=%s: %s is not set; those keys are exported as they are",
+            ENV_PSEUDONYMIZE,
+            ",".join(pseudonymize),
+            ENV_PSEUDONYM_KEY,
+        )
+        pseudonymize = ()
     return Settings(
         prices_path=_optional_text(pick("prices_path", ENV_PRICES)),
         metric_attributes=_attribute_keys(pick("metric_attributes", ENV_METRIC_ATTRIBUTES)),
         azure_deployments=_deployments(pick("azure_deployments", ENV_AZURE_DEPLOYMENTS)),
         default_image_model=_optional_text(pick("default_image_model", ENV_DEFAULT_IMAGE_MODEL)),
-        capture_message_content=_flag(pick("capture_message_content", ENV_CAPTURE_CONTENT)),
+        capture_message_content=_flag(
+            pick("capture_message_content", ENV_CAPTURE_CONTENT), ENV_CAPTURE_CONTENT
+        ),
+        trust_baggage=_flag(pick("trust_baggage", ENV_TRUST_BAGGAGE), ENV_TRUST_BAGGAGE),
+        pseudonymize=pseudonymize,
+        pseudonym_key=key.encode("utf-8") if pseudonymize and key is not None else None,
+        pseudonymize_spans=bool(pseudonymize)
+        and _flag(pick("pseudonymize_spans", ENV_PSEUDONYMIZE_SPANS), ENV_PSEUDONYMIZE_SPANS),
     )
 
 
@@ -58,25 +83,27 @@ def _optional_text(value: object) -> str | None:
     return text or None
 
 
-def _attribute_keys(value: object) -> tuple[str, ...]:
+def _attribute_keys(
+    value: object, setting: str = ENV_METRIC_ATTRIBUTES, default: tuple[str, ...] = DEFAULT_METRIC_ATTRIBUTES
+) -> tuple[str, ...]:
     if value is None:
-        return DEFAULT_METRIC_ATTRIBUTES
-    items = list(value.split(",") if isinstance(value, str) else _iterable(value))
+        return default
+    items = list(value.split(",") if isinstance(value, str) else _iterable(value, setting, default))
     if not all(isinstance(item, str) for item in items):
-        _reject(ENV_METRIC_ATTRIBUTES, value, "attribute keys as strings; the other entries are ignored")
+        _reject(setting, value, "attribute keys as strings; the other entries are ignored")
         items = [item for item in items if isinstance(item, str)]
     keys = tuple(dict.fromkeys(str(item).strip() for item in items if str(item).strip()))
     if isinstance(value, str) and not keys and value.strip():
-        _reject(ENV_METRIC_ATTRIBUTES, value, "comma-separated attribute keys, e.g. 'user.id,tenant.id'")
-        return DEFAULT_METRIC_ATTRIBUTES
+        _reject(setting, value, "comma-separated attribute keys, e.g. 'user.id,tenant.id'")
+        return default
     return keys
 
 
-def _iterable(value: object) -> Iterable[object]:
+def _iterable(value: object, setting: str, default: tuple[str, ...]) -> Iterable[object]:
     if isinstance(value, Iterable):
         return value
-    _reject(ENV_METRIC_ATTRIBUTES, value, "a list of attribute keys or a comma-separated string")
-    return DEFAULT_METRIC_ATTRIBUTES
+    _reject(setting, value, "a list of attribute keys or a comma-separated string")
+    return default
 
 
 def _deployments(value: object) -> dict[str, str]:
@@ -96,14 +123,14 @@ def _deployments(value: object) -> dict[str, str]:
     return mapping
 
 
-def _flag(value: object) -> bool:
+def _flag(value: object, setting: str) -> bool:
     if value is None or isinstance(value, bool):
         return bool(value)
     text = str(value).strip().lower()
     if text in _TRUE:
         return True
     if text not in _FALSE:
-        _reject(ENV_CAPTURE_CONTENT, value, "'true' or 'false'; prompts stay off")
+        _reject(setting, value, "'true' or 'false'; it stays off")
     return False
 
 

@@ -24,6 +24,9 @@ from .prices import (
 )
 
 __all__ = [
+    "INVALID_COUNT",
+    "MAX_COUNT",
+    "MAX_SIZE_SIDE",
     "Cost",
     "ImageGeneration",
     "ImageTokenUsage",
@@ -33,7 +36,13 @@ __all__ = [
 ]
 
 _AUTO: Final = "auto"
-_SIZE_RE: Final = re.compile(r"([1-9]\d*)x([1-9]\d*)")
+_SIZE_RE: Final = re.compile(r"([0-9]{1,6})x([0-9]{1,6})")
+# Rule 11: usage that cannot be right is never priced.
+MAX_COUNT: Final = 10**9
+MAX_SIZE_SIDE: Final = 16384
+INVALID_COUNT: Final = -1  # what extraction records for a count present but not an integer
+# gpt-image-2+ sizes: the long side at most 3 times the short one.
+_FORMULA_MAX_ASPECT: Final = 3
 # gpt-image-2+ size formula constants (cost-model.md): ceil(f * s * (2_000_000 + w*h) / 4_000_000).
 _FORMULA_PIXEL_OFFSET: Final = 2_000_000
 _FORMULA_DIVISOR: Final = 4_000_000
@@ -56,6 +65,38 @@ class ImageTokenUsage:
     cached_image_tokens: int | None = None  # ...cached_tokens_details.cached_image_tokens
     output_image_tokens: int | None = None  # output_tokens_details.image_tokens
     output_text_tokens: int | None = None  # output_tokens_details.text_tokens
+
+    @property
+    def valid(self) -> bool:
+        """Rule 11: every count an integer in 0..10^9, no detail or cached count above its total."""
+        counts = (
+            self.input_tokens,
+            self.output_tokens,
+            self.input_text_tokens,
+            self.input_image_tokens,
+            self.cached_tokens,
+            self.cached_text_tokens,
+            self.cached_image_tokens,
+            self.output_image_tokens,
+            self.output_text_tokens,
+        )
+        if not all(plausible_count(count) for count in counts if count is not None):
+            return False
+        text_in, image_in = self.input_text_tokens or 0, self.input_image_tokens or 0
+        cached = (self.cached_text_tokens or 0) + (self.cached_image_tokens or 0)
+        return (
+            text_in + image_in <= self.input_tokens
+            and (self.output_image_tokens or 0) + (self.output_text_tokens or 0) <= self.output_tokens
+            and (self.cached_tokens or 0) <= self.input_tokens
+            and cached <= self.input_tokens
+            and (self.input_text_tokens is None or (self.cached_text_tokens or 0) <= text_in)
+            and (self.input_image_tokens is None or (self.cached_image_tokens or 0) <= image_in)
+        )
+
+
+def plausible_count(count: object) -> bool:
+    """A token or image count that can be right: an integer (not a bool) in 0..10^9."""
+    return type(count) is int and 0 <= count <= MAX_COUNT
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,9 +153,13 @@ def price_image_generation(generation: ImageGeneration, prices: PriceTable) -> C
         row = prices.lookup(generation.model)
         if row is None:
             raise _Unpriceable("unknown_model")
+        if not (plausible_count(generation.images) and plausible_count(generation.partial_images)):
+            raise _Unpriceable("invalid_usage")
         if isinstance(row, PerImageModelPrices):
             return _bill("per_image", _per_image_lines(generation, row), prices.version)
         if generation.usage is not None:
+            if not generation.usage.valid:
+                raise _Unpriceable("invalid_usage")
             return _bill("usage", _usage_lines(generation.usage, row), prices.version)
         return _bill("estimate", _estimate_lines(generation, row, prices.estimate_defaults), prices.version)
     except _Unpriceable as unpriceable:
@@ -189,6 +234,8 @@ def _bill(source: str, lines: Iterable[_Line], pricing_version: str) -> Cost:
         if unit_price is None:
             raise _Unpriceable("missing_price")
         components[name] = components.get(name, Decimal(0)) + count * unit_price
+    if not math.isfinite(float(sum(components.values(), Decimal(0)))):
+        raise _Unpriceable("invalid_usage")  # finite in Decimal, but not as the float USD we emit
     return Cost(source, MappingProxyType(components), pricing_version)
 
 
@@ -269,14 +316,24 @@ def _formula_tokens(rule: SizeFormulaEstimate, quality: str, size: str) -> int:
     factor = rule.factors.get(quality)
     if factor is None:
         raise _Unpriceable("unknown_quality")
+    width, height = _size_sides(size)
+    short, long = sorted((width, height))
+    if long > _FORMULA_MAX_ASPECT * short:
+        raise _Unpriceable("unknown_size")
+    # round_half_up(factor * short / long) in exact integer arithmetic
+    scale = (2 * factor * short + long) // (2 * long)
+    return -(-factor * scale * (_FORMULA_PIXEL_OFFSET + width * height) // _FORMULA_DIVISOR)
+
+
+def _size_sides(size: str) -> tuple[int, int]:
+    """(width, height) of a `WxH` size with both sides in 1..16384; else the call is unpriced."""
     match = _SIZE_RE.fullmatch(size)
     if match is None:
         raise _Unpriceable("unknown_size")
     width, height = int(match.group(1)), int(match.group(2))
-    short, long = sorted((width, height))
-    # round_half_up(factor * short / long) in exact integer arithmetic
-    scale = (2 * factor * short + long) // (2 * long)
-    return -(-factor * scale * (_FORMULA_PIXEL_OFFSET + width * height) // _FORMULA_DIVISOR)
+    if not (1 <= width <= MAX_SIZE_SIDE and 1 <= height <= MAX_SIZE_SIDE):
+        raise _Unpriceable("unknown_size")
+    return width, height
 
 
 def _per_image_lines(generation: ImageGeneration, row: PerImageModelPrices) -> list[_Line]:

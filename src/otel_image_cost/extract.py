@@ -14,7 +14,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from .cost import ImageTokenUsage
+from .attribution import safe_value
+from .cost import INVALID_COUNT, ImageTokenUsage
 
 GENERATE = "generate"
 EDIT = "edit"
@@ -80,11 +81,24 @@ def integer(value: Any) -> int | None:
     return value if isinstance(value, int) and not isinstance(value, bool) else None
 
 
+def token_count(value: Any) -> int | None:
+    """A reported count: None when absent, `INVALID_COUNT` when present but not an integer."""
+    if value is None:
+        return None
+    return value if type(value) is int else INVALID_COUNT
+
+
 def text(value: Any) -> str | None:
+    """A short string fact (model, quality, size, id...) made safe for telemetry; None when absent."""
     if value is None:
         return None
     text = getattr(value, "value", value)  # tolerate enums
-    return str(text) if text != "" else None
+    return safe_value(text) if text != "" else None
+
+
+def items(value: Any) -> tuple[Any, ...] | list[Any]:
+    """A response's list (`data`, `output`); anything else reported there counts as no items."""
+    return value if isinstance(value, list | tuple) else ()
 
 
 def given(kwargs: Mapping[str, Any], name: str) -> Any:
@@ -151,25 +165,25 @@ class ImagesOutcome:
 
 def image_token_usage(usage: Any) -> ImageTokenUsage | None:
     """An image model's usage object (Images API or Responses `tool_usage.image_gen`)."""
-    input_tokens = integer(field(usage, "input_tokens"))
-    output_tokens = integer(field(usage, "output_tokens"))
+    input_tokens = token_count(field(usage, "input_tokens"))
+    output_tokens = token_count(field(usage, "output_tokens"))
     if input_tokens is None or output_tokens is None:
         return None
     input_details = field(usage, "input_tokens_details")
     # Cached counts sit beside the totals (Responses `tool_usage.image_gen`) or in the input details.
-    cached = integer(field(usage, "cached_tokens"))
+    cached = token_count(field(usage, "cached_tokens"))
     cached_details = field(usage, "cached_tokens_details") or field(input_details, "cached_tokens_details")
     output_details = field(usage, "output_tokens_details")
     return ImageTokenUsage(
         input_tokens=input_tokens,
         output_tokens=output_tokens,
-        input_text_tokens=integer(field(input_details, "text_tokens")),
-        input_image_tokens=integer(field(input_details, "image_tokens")),
-        cached_tokens=cached if cached is not None else integer(field(input_details, "cached_tokens")),
-        cached_text_tokens=integer(field(cached_details, "cached_text_tokens")),
-        cached_image_tokens=integer(field(cached_details, "cached_image_tokens")),
-        output_image_tokens=integer(field(output_details, "image_tokens")),
-        output_text_tokens=integer(field(output_details, "text_tokens")),
+        input_text_tokens=token_count(field(input_details, "text_tokens")),
+        input_image_tokens=token_count(field(input_details, "image_tokens")),
+        cached_tokens=cached if cached is not None else token_count(field(input_details, "cached_tokens")),
+        cached_text_tokens=token_count(field(cached_details, "cached_text_tokens")),
+        cached_image_tokens=token_count(field(cached_details, "cached_image_tokens")),
+        output_image_tokens=token_count(field(output_details, "image_tokens")),
+        output_text_tokens=token_count(field(output_details, "text_tokens")),
     )
 
 
@@ -178,7 +192,8 @@ def compact_json(obj: Any) -> str | None:
     if obj is None:
         return None
     if hasattr(obj, "model_dump"):
-        obj = obj.model_dump(mode="json", exclude_unset=True)
+        # as reported, even where a field is not of its declared type (no pydantic warning then)
+        obj = obj.model_dump(mode="json", exclude_unset=True, warnings=False)
     return _COMPACT.encode(obj)
 
 
@@ -210,7 +225,7 @@ def add_usage(a: ImageTokenUsage | None, b: ImageTokenUsage | None) -> ImageToke
 
 def images_response_outcome(response: Any, *, capture_content: bool = False) -> ImagesOutcome:
     """Read an `ImagesResponse` (or its JSON)."""
-    data = field(response, "data") or ()
+    data = items(field(response, "data"))
     usage = field(response, "usage")
     revised: tuple[str, ...] = ()
     if capture_content:

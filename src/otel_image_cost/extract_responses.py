@@ -11,8 +11,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
-from .cost import ImageTokenUsage
-from .extract import compact_json, field, given, image_token_usage, integer, text
+from .cost import ImageTokenUsage, plausible_count
+from .extract import compact_json, field, given, image_token_usage, integer, items, text, token_count
 
 IMAGE_TOOL = "image_generation"
 IMAGE_CALL_ITEM = "image_generation_call"
@@ -97,6 +97,12 @@ class TextUsage:
     cached_tokens: int
     output_tokens: int
 
+    @property
+    def valid(self) -> bool:
+        """Rule 11: counts that can be right (integers in 0..10^9, cached within input)."""
+        counts = (self.input_tokens, self.cached_tokens, self.output_tokens)
+        return all(plausible_count(c) for c in counts) and self.cached_tokens <= self.input_tokens
+
 
 @dataclass(frozen=True, slots=True)
 class ImageCallItem:
@@ -124,7 +130,7 @@ class ImageCallItem:
 
 def image_call_item(item: Any) -> ImageCallItem:
     error = field(item, "error")
-    categories = field(field(error, "moderation_details"), "categories") or ()
+    categories = field(field(error, "moderation_details"), "categories")
     revised = field(item, "revised_prompt")
     return ImageCallItem(
         id=text(field(item, "id")),
@@ -136,7 +142,7 @@ def image_call_item(item: Any) -> ImageCallItem:
         output_format=text(field(item, "output_format")),
         error_code=text(field(error, "code")),
         error_type=text(field(error, "type")),
-        moderation_categories=tuple(str(c) for c in categories),
+        moderation_categories=tuple(text(c) or "" for c in items(categories)),
         revised_prompt=revised if isinstance(revised, str) else None,
     )
 
@@ -166,14 +172,14 @@ def response_outcome(response: Any) -> ResponseOutcome:
     """Read a `Response` (or its JSON)."""
     usage = field(response, "usage")
     image_gen = field(field(response, "tool_usage"), "image_gen")
-    output = field(response, "output") or ()
+    output = items(field(response, "output"))
     text_usage = None
     input_tokens, output_tokens = (
-        integer(field(usage, "input_tokens")),
-        integer(field(usage, "output_tokens")),
+        token_count(field(usage, "input_tokens")),
+        token_count(field(usage, "output_tokens")),
     )
     if input_tokens is not None and output_tokens is not None:
-        cached = integer(field(field(usage, "input_tokens_details"), "cached_tokens")) or 0
+        cached = token_count(field(field(usage, "input_tokens_details"), "cached_tokens")) or 0
         text_usage = TextUsage(input_tokens=input_tokens, cached_tokens=cached, output_tokens=output_tokens)
     return ResponseOutcome(
         id=text(field(response, "id")),

@@ -115,7 +115,7 @@ class ResponsesCall(TrackedCall):
             if outcome.model is not None:
                 self.span_name = f"{t.OPERATION_RESPONSES} {outcome.model}"
             if outcome.user is not None:
-                self.attribution.setdefault(USER_ID, outcome.user)
+                self.attribution.setdefault(USER_ID, outcome.user)  # already made safe by `text`
             self.open_span()
         if outcome is None:
             self.record_metrics()
@@ -176,7 +176,7 @@ class ResponsesCall(TrackedCall):
         if image_cost.total is None and image_cost.unpriced_reason is not None:
             unpriced.append(image_cost.unpriced_reason)
         if mainline is None and outcome.usage is not None:
-            unpriced.append("unknown_text_model")
+            unpriced.append("unknown_text_model" if outcome.usage.valid else "invalid_usage")
         self.record_metrics(
             cost_parts=cost_parts,
             images=len(drawn),
@@ -227,7 +227,7 @@ class ResponsesCall(TrackedCall):
     def _price_mainline(self, outcome: ResponseOutcome) -> Decimal | None:
         usage = outcome.usage
         model = outcome.model or self.request.model
-        if usage is None or model is None:
+        if usage is None or model is None or not usage.valid:
             return None
         try:
             return price_text_model(
@@ -253,7 +253,6 @@ class ResponsesCall(TrackedCall):
             t.IMAGE_COUNT: 0 if item.failed else 1,
             t.IMAGE_PARTIAL_IMAGES: item.partial_images,
             **t.cost_attributes(share),
-            **self.attribution,
         }
         optional = {
             t.TOOL_CALL_ID: item.id,
@@ -275,7 +274,7 @@ class ResponsesCall(TrackedCall):
             f"{EXECUTE_TOOL} image_generation",
             context=parent,
             kind=SpanKind.INTERNAL,
-            attributes=attributes,
+            attributes=self.span_attributes(attributes),
             start_time=item.started_ns or self.started_ns,
         )
         if item.failed:

@@ -5,6 +5,7 @@ Names follow `docs/telemetry-contract.md`; dashboards and alert rules depend on 
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from decimal import Decimal
@@ -17,7 +18,8 @@ from opentelemetry.semconv._incubating.metrics.gen_ai_metrics import (
 )
 from opentelemetry.util.types import AttributeValue
 
-from .cost import Cost, ImageTokenUsage
+from .attribution import safe_value
+from .cost import MAX_SIZE_SIDE, Cost, ImageTokenUsage
 
 # Semantic-convention names (GenAI).
 PROVIDER_NAME = "gen_ai.provider.name"
@@ -88,6 +90,12 @@ METRIC_CALL_KEYS = (
     IMAGE_COST_SOURCE,
 )
 
+# Bounded label values (contract: Bounded metric labels); anything else is `other`.
+QUALITY_LABELS = frozenset({"low", "medium", "high", "xhigh", "max", "auto", "standard", "hd", "mixed"})
+SIZE_WORDS = frozenset({"auto", "mixed"})
+OTHER = "other"
+_SIZE_LABEL = re.compile(r"([1-9][0-9]{0,4})x([1-9][0-9]{0,4})")
+
 # The bucket boundaries the GenAI semantic conventions recommend (the SDK's defaults stop at
 # 10 s and 10,000, far below an image call's minute and its tens of thousands of tokens).
 DURATION_BUCKETS = (0.01, 0.02, 0.04, 0.08, 0.16, 0.32, 0.64, 1.28, 2.56, 5.12, 10.24, 20.48, 40.96, 81.92)
@@ -103,18 +111,54 @@ class TokenCounts(Protocol):
     def input_tokens(self) -> int: ...
     @property
     def output_tokens(self) -> int: ...
+    @property
+    def valid(self) -> bool: ...
+
+
+def quality_label(value: object) -> str:
+    return value if isinstance(value, str) and value in QUALITY_LABELS else OTHER
+
+
+def size_label(value: object) -> str:
+    if not isinstance(value, str):
+        return OTHER
+    if value in SIZE_WORDS:
+        return value
+    match = _SIZE_LABEL.fullmatch(value)
+    if match is None or max(int(match[1]), int(match[2])) > MAX_SIZE_SIDE:
+        return OTHER
+    return value
+
+
+def metric_labels(
+    attributes: Mapping[str, AttributeValue], attribution: Mapping[str, str], keys: tuple[str, ...]
+) -> dict[str, AttributeValue]:
+    """The bounded label set of a call: the contract's call attributes (quality and size from
+    fixed sets, every other value safe text) plus the attribution `keys`."""
+    labels: dict[str, AttributeValue] = {
+        key: safe_value(attributes[key]) for key in METRIC_CALL_KEYS if key in attributes
+    }
+    if IMAGE_QUALITY in labels:
+        labels[IMAGE_QUALITY] = quality_label(labels[IMAGE_QUALITY])
+    if IMAGE_SIZE in labels:
+        labels[IMAGE_SIZE] = size_label(labels[IMAGE_SIZE])
+    if attribution:
+        for key in keys:
+            if key in attribution:
+                labels[key] = safe_value(attribution[key])
+    return labels
 
 
 def token_attributes(usage: TokenCounts | None) -> Attributes:
-    """`gen_ai.usage.input_tokens` / `output_tokens`, where a usage was reported."""
-    if usage is None:
+    """`gen_ai.usage.input_tokens` / `output_tokens`, where a plausible usage was reported."""
+    if usage is None or not usage.valid:
         return {}
     return {USAGE_INPUT_TOKENS: usage.input_tokens, USAGE_OUTPUT_TOKENS: usage.output_tokens}
 
 
 def token_points(part: str, usage: TokenCounts | None) -> tuple[tuple[str, str, int], ...]:
-    """The token histogram's (cost part, token type, count) points for one usage."""
-    if usage is None:
+    """The token histogram's (cost part, token type, count) points for one plausible usage."""
+    if usage is None or not usage.valid:
         return ()
     return ((part, "input", usage.input_tokens), (part, "output", usage.output_tokens))
 
@@ -125,9 +169,10 @@ def present(values: Mapping[str, AttributeValue | None]) -> Attributes:
 
 
 def usage_attributes(usage: ImageTokenUsage | None, usage_json: str | None) -> Attributes:
-    """The `openai.image.usage.*` billing breakdown, where the response gave it."""
-    if usage is None:
-        return {}
+    """The `openai.image.usage.*` billing breakdown, where the response gave a plausible one;
+    the raw JSON whenever a usage was reported."""
+    if usage is None or not usage.valid:
+        return {IMAGE_USAGE_RAW: usage_json} if usage_json is not None else {}
     breakdown = {
         "input_text_tokens": usage.input_text_tokens,
         "input_image_tokens": usage.input_image_tokens,
