@@ -253,3 +253,34 @@ def test_a_raw_websockets_client_with_binary_frames(
     (span,) = call_spans(telemetry)
     assert span.attributes is not None and span.attributes["user.id"] == "erin"
     assert telemetry.total(COST, user__id="erin") == ONE_IMAGE + ONE_IMAGE_MAINLINE
+
+
+def test_session_lanes_and_a_create_queued_before_the_socket_opened(
+    telemetry: Telemetry, instrumented: object, client: openai.OpenAI
+) -> None:
+    """The SDK's session writes lane creates to the socket directly, and `connect().send()` queues
+    a create until the socket opens: both are seen (the queued one in the context that opened it)."""
+    session_module = pytest.importorskip(
+        "openai.lib.responses_websocket", reason=f"openai {openai.__version__} has no WebSocket sessions"
+    )
+    create = {"type": "response.create", "model": "gpt-5", "tools": [TOOL]}
+
+    limits = session_module.ResponsesWebSocketLimits(  # budgets for this test's few small events
+        max_lanes=4, max_events_per_lane=256, max_events=512, max_bytes_per_lane=1 << 24, max_bytes=1 << 25
+    )
+    manager = client.responses.connect()
+    manager.send({**create, "input": "a cat"})  # type: ignore[arg-type]
+    with billing_context(user_id="frank"), manager as connection:
+        drain(connection)
+    with (
+        client.responses.connect() as connection,
+        session_module.ResponsesWebSocketSession(connection, limits=limits) as session,
+    ):
+        lane = session.lane("drawing")
+        with billing_context(user_id="grace"):
+            lane.send({**create, "input": "two images of a cat"})
+        response = lane.get_final_response(timeout=10)
+    assert response.status == "completed"
+    assert telemetry.total(COST, user__id="frank") == ONE_IMAGE + ONE_IMAGE_MAINLINE
+    assert telemetry.total(COST, user__id="grace") == TWO_IMAGES + TWO_IMAGES_MAINLINE
+    assert len(call_spans(telemetry)) == 2
