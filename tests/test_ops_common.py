@@ -210,12 +210,12 @@ def docs_snippet(first_line: str) -> str:
 # -- external tools --------------------------------------------------------------------------------
 
 
-def require_tool(name: str) -> str:
-    """Path of a tool from the Debian `prometheus` package: skip without it, but fail under CI,
-    whose script installs it."""
+def require_tool(name: str, package: str = "prometheus") -> str:
+    """Path of a tool from a Debian package (`prometheus`, `prometheus-alertmanager`): skip without
+    it, but fail under CI, whose script installs it."""
     path = shutil.which(name)
     if path is None:
-        message = f"`{name}` not found: apt-get install prometheus"
+        message = f"`{name}` not found: apt-get install {package}"
         if os.environ.get("CI"):
             pytest.fail(message)
         pytest.skip(message)

@@ -86,7 +86,13 @@ def test_alert_conventions(alert: str) -> None:
         if "alert" in rule
     }[alert]
     assert raw["labels"]["severity"] in {"warning", "critical"}
-    assert set(raw["annotations"]) == {"summary", "description"}
+    if "Budget" in alert:
+        # who pays (budget_scope) and the numbers, for Alertmanager's routes, template and the webhook
+        assert raw["labels"]["budget_scope"] == ("tenant" if "Tenant" in alert else "user")
+        assert set(raw["annotations"]) == {"summary", "description", "spend_usd", "budget_usd"}
+    else:
+        assert "budget_scope" not in raw["labels"]
+        assert set(raw["annotations"]) == {"summary", "description"}
 
 
 def _alert_tests() -> list[dict[str, Any]]:
@@ -118,7 +124,7 @@ def test_budgets_are_data_in_one_file() -> None:
     for rule in load_rules(PROMETHEUS_DIR / "alerts.yml"):
         if rule.kind == "alert" and "Budget" in rule.name:
             assert re.search(
-                r"> on \((user_id|tenant_id)\) \w+:openai_image_cost_budget_USD:\d+h$", rule.expr
+                r"> on \((user_id|tenant_id)\) \w+:openai_image_cost_budget_USD:\d+h\)?$", rule.expr, re.M
             )
 
 
