@@ -263,19 +263,23 @@ def _load_prices(settings: Settings) -> PriceTable | None:
     return prices
 
 
-def _check_models(settings: Settings, prices: PriceTable) -> None:
-    """Warn about configured models the price table cannot price (their calls stay unpriced)."""
+def configured_models_unpriced(settings: Settings, prices: PriceTable) -> list[tuple[str, str]]:
+    """(setting, model) for every model a setting names that the price table cannot price."""
     configured = [(ENV_DEFAULT_IMAGE_MODEL, settings.default_image_model)]
     configured += [(ENV_AZURE_DEPLOYMENTS, model) for model in settings.azure_deployments.values()]
-    for setting, model in configured:
-        if model and prices.lookup(model) is None:
-            logger.warning(
-                "otel-image-cost: %s names %r, which the price table does not know; expected one of %s; "
-                "its calls will be reported as unpriced (unknown_model)",
-                setting,
-                model,
-                ", ".join(sorted(prices.models)),
-            )
+    return [(setting, model) for setting, model in configured if model and prices.lookup(model) is None]
+
+
+def _check_models(settings: Settings, prices: PriceTable) -> None:
+    """Warn about configured models the price table cannot price (their calls stay unpriced)."""
+    for setting, model in configured_models_unpriced(settings, prices):
+        logger.warning(
+            "otel-image-cost: %s names %r, which the price table does not know; expected one of %s; "
+            "its calls will be reported as unpriced (unknown_model)",
+            setting,
+            model,
+            ", ".join(sorted(prices.models)),
+        )
 
 
 class OpenAIImageCostInstrumentor(BaseInstrumentor):  # type: ignore[misc]
