@@ -15,10 +15,12 @@ from decimal import Decimal
 from typing import NoReturn, TextIO
 
 from .config import ENV_PRICES
+from .doctor import doctor
 from .errors import InputError
 from .price_check import check_prices, price_rows
 from .prices import PerImageModelPrices, PriceFileError, PriceTable, TokenModelPrices, load_price_table
 from .quote import quote
+from .reprice import UserTotals, reprice
 
 __all__ = ["main"]
 
@@ -75,6 +77,18 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--prices", default=os.environ.get(ENV_PRICES), help=prices_help)
     p.add_argument("--json", action="store_true")
     p.set_defaults(run=_run_prices)
+
+    d = verbs.add_parser("doctor", help="why no telemetry appears: one line per check, exit 1 on a failure")
+    d.add_argument("--json", action="store_true")
+    d.set_defaults(run=_run_doctor)
+
+    r = verbs.add_parser("reprice", help="per-user totals of recorded calls under another price file")
+    r.add_argument(
+        "files", nargs="+", help="OTLP JSON lines (the collector's file exporter): billing records or spans"
+    )
+    r.add_argument("--prices", default=os.environ.get(ENV_PRICES), help="the new prices: " + prices_help)
+    r.add_argument("--json", action="store_true")
+    r.set_defaults(run=_run_reprice)
     return parser
 
 
@@ -151,6 +165,57 @@ def _run_prices(args: argparse.Namespace, out: TextIO) -> int:
             out.write(f"note {model}: not in genai-prices, nothing to compare\n")
         out.write("ok\n" if check.ok else "FAILED\n")
     return EXIT_OK if check.ok else EXIT_FAILED
+
+
+def _run_doctor(args: argparse.Namespace, out: TextIO) -> int:
+    checks = doctor()
+    if args.json:
+        json.dump([{"check": c.name, "ok": c.ok, "detail": c.detail} for c in checks], out, indent=2)
+        out.write("\n")
+    else:
+        for check in checks:
+            out.write(f"{'ok  ' if check.ok else 'FAIL'} {check.name}: {check.detail}\n")
+    return EXIT_OK if all(check.ok for check in checks) else EXIT_FAILED
+
+
+def _run_reprice(args: argparse.Namespace, out: TextIO) -> int:
+    result = reprice(args.files, load_price_table(args.prices))
+    rows = sorted(result.users.items(), key=lambda item: (item[0] is None, item[0] or ""))
+    if args.json:
+        document = {
+            "read_from": result.read_from,
+            "pricing_version": result.pricing_version,
+            "users": [{"user": user, **_totals_document(totals)} for user, totals in rows],
+            "total": _totals_document(result.total),
+        }
+        json.dump(document, out, indent=2)
+        out.write("\n")
+        return EXIT_OK
+    out.write(f"{result.read_from}, new prices {result.pricing_version}\n")
+    out.write(
+        f"{'user':<24}{'calls':>7}{'repriced':>10}{'kept':>6}{'unpriced':>10}{'old USD':>14}{'new USD':>14}\n"
+    )
+    for user, totals in [*rows, ("total", result.total)]:
+        out.write(_totals_line("(no user.id)" if user is None else user, totals))
+    return EXIT_OK
+
+
+def _totals_document(totals: UserTotals) -> dict[str, object]:
+    return {
+        "calls": totals.calls,
+        "repriced": totals.repriced,
+        "kept": totals.kept,
+        "unpriced": totals.unpriced,
+        "old_usd": _usd(totals.old),
+        "new_usd": _usd(totals.new),
+    }
+
+
+def _totals_line(user: str, totals: UserTotals) -> str:
+    return (
+        f"{user:<24}{totals.calls:>7}{totals.repriced:>10}{totals.kept:>6}{totals.unpriced:>10}"
+        f"{_usd(totals.old):>14}{_usd(totals.new):>14}\n"
+    )
 
 
 def _row_document(row: TokenModelPrices | PerImageModelPrices) -> dict[str, object]:
