@@ -94,6 +94,7 @@ def test_one_image_sync(telemetry: Telemetry, instrumented: object, client: open
     assert attributes["openai.image.partial_images"] == 1
     assert attributes["gen_ai.response.id"] == events[-1].response.id
     assert "openai.request.id" not in attributes
+    assert (attributes["server.address"], attributes["server.port"]) == ("127.0.0.1", client.base_url.port)
     (child,) = [s for s in telemetry.spans() if s.name == "execute_tool image_generation"]
     assert child.parent is not None and child.parent.span_id == span.context.span_id
     assert telemetry.total(COST, user__id="alice", openai__image__cost__part="image") == ONE_IMAGE

@@ -24,6 +24,7 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urlsplit
 
 from opentelemetry.instrumentation.utils import is_instrumentation_enabled
 
@@ -163,10 +164,17 @@ def _create_payload(frame: Any) -> dict[str, Any] | None:
 
 
 def _client_of(connection: Any) -> SocketClient:
-    address = getattr(connection, "remote_address", None)
-    if isinstance(address, tuple) and len(address) >= 2:
-        return SocketClient(_Address(str(address[0]), address[1] if isinstance(address[1], int) else None))
-    return SocketClient(_Address(None, None))
+    """The server the handshake named (its `Host` header, as an HTTP call's base URL names it)."""
+    headers = getattr(getattr(connection, "request", None), "headers", None)
+    host = headers.get("Host") if headers is not None else None
+    if not isinstance(host, str) or not host:
+        return SocketClient(_Address(None, None))
+    url = urlsplit("//" + host)
+    try:
+        port = url.port
+    except ValueError:
+        port = None
+    return SocketClient(_Address(url.hostname, port))
 
 
 def _start(
