@@ -14,6 +14,11 @@ Deterministic rules, so tests can choose what happens:
   cost model's tables; gpt-image-1.5 and chatgpt-image-latest add output text tokens (1/5 of the image
   tokens); each streamed partial image adds 100 output image tokens. A prompt containing "moderation"
   is rejected (400 ``moderation_blocked``).
+* SVG output (``output_format="svg"``, both APIs): the image part bills as above and the answer adds
+  ``svg_usage`` for the SVG author (``svg.model`` as sent, else the ``svg_author_model`` option, which
+  may name a model no price list knows): input 500 + ceil(len(prompt) / 4), output 1200 of which
+  reasoning 256. GIF output (``output_format="gif"``): output image tokens times ``frame_count``
+  (default 9). Neither streams on the Images API (400, as the API documents); SVG requires ``n=1``.
 * Responses API, with an ``image_generation`` tool: one image call, two if the input text says "two
   images", none if it says "no image", one ``failed`` call if it says "moderation"; with "one tall" the
   second of two images is 1024x1536 when the tool leaves ``size`` auto. The action is
@@ -76,6 +81,11 @@ _SIZE_FORMULA_FACTORS = {
 _INPUT_IMAGE_TOKENS = {"gpt-image-1": 194, "gpt-image-2": 64, "gpt-image-2.5": 64}
 _TEXT_OUTPUT_MODELS = ("gpt-image-1.5", "chatgpt-image-latest")
 _PARTIAL_IMAGE_TOKENS = 100
+_SVG_AUTHOR_BASE_INPUT_TOKENS = 500
+_SVG_AUTHOR_OUTPUT_TOKENS = 1200  # reasoning included, as the API counts it
+_SVG_AUTHOR_REASONING_TOKENS = 256
+_GIF_DEFAULT_FRAMES = 9
+_GIF_FRAMES = (2, 16)
 _DATE_SUFFIX = re.compile(r"-\d{4}-\d{2}-\d{2}$")
 _DEFAULT_QUALITY = "medium"
 _DEFAULT_SIZE = "1024x1024"
@@ -229,6 +239,8 @@ class ImageJob:
     background: str
     output_format: str
     per_image: Tokens
+    svg_usage: JSON | None = None  # the SVG author's usage, for ``output_format="svg"``
+    frame_count: int | None = None  # GIF frames, for ``output_format="gif"``
 
     def tokens(self, images: int, partials_per_image: int = 0) -> Tokens:
         partial = Tokens(image_out=_PARTIAL_IMAGE_TOKENS * partials_per_image)
@@ -282,7 +294,33 @@ def output_image_tokens(family: str, quality: str, size: str) -> int | None:
     return _ceil_div(factor * scale * (2_000_000 + width * height), 4_000_000)
 
 
-def resolve_job(params: Mapping[str, Any], model: str, *, prompt: str, input_images: int) -> ImageJob:
+def svg_author_usage(model: str, prompt: str) -> JSON:
+    """``svg_usage`` of one SVG answer (the author's tokens, apart from the image's)."""
+    input_tokens = _SVG_AUTHOR_BASE_INPUT_TOKENS + text_tokens(prompt)
+    return {
+        "input_tokens": input_tokens,
+        "model": model,
+        "output_tokens": _SVG_AUTHOR_OUTPUT_TOKENS,
+        "reasoning_tokens": _SVG_AUTHOR_REASONING_TOKENS,
+        "total_tokens": input_tokens + _SVG_AUTHOR_OUTPUT_TOKENS,
+    }
+
+
+def _svg_model(params: Mapping[str, Any]) -> str | None:
+    """The ``svg.model`` sent: a JSON object, or the multipart field ``svg[model]``."""
+    svg = params.get("svg")
+    model = svg.get("model") if isinstance(svg, dict) else params.get("svg[model]")
+    return str(model) if model else None
+
+
+def resolve_job(
+    params: Mapping[str, Any],
+    model: str,
+    *,
+    prompt: str,
+    input_images: int,
+    svg_author_model: str = "gpt-5-mini",
+) -> ImageJob:
     """Resolve ``auto``/absent options as the service reports them and price one image in tokens."""
     family = model_family(model)
     if family is None or family.startswith("dall-e"):
@@ -298,15 +336,25 @@ def resolve_job(params: Mapping[str, Any], model: str, *, prompt: str, input_ima
     if image_out is None:
         raise ApiError.invalid("size", size)
     background = str(params.get("background") or "auto")
+    output_format = str(params.get("output_format") or "png")
+    frames = None
+    if output_format == "gif":
+        frames = _int_param(params, "frame_count", _GIF_DEFAULT_FRAMES, *_GIF_FRAMES)
+        image_out *= frames
     text_out = image_out // 5 if _DATE_SUFFIX.sub("", model) in _TEXT_OUTPUT_MODELS else 0
     per_image = Tokens(text_tokens(prompt), _INPUT_IMAGE_TOKENS[family] * input_images, image_out, text_out)
+    svg_usage = None
+    if output_format == "svg":
+        svg_usage = svg_author_usage(_svg_model(params) or svg_author_model, prompt)
     return ImageJob(
         model=model,
         quality=quality,
         size=size,
         background="opaque" if background == "auto" else background,
-        output_format=str(params.get("output_format") or "png"),
+        output_format=output_format,
         per_image=per_image,
+        svg_usage=svg_usage,
+        frame_count=frames,
     )
 
 
@@ -457,6 +505,7 @@ class Options:
     latency_ms: int = 0
     background_polls: int = 1
     keepalive: bool = False
+    svg_author_model: str = "gpt-5-mini"
 
     def __post_init__(self) -> None:
         if self.usage_shape not in ("2026", "2025", "no_echo", "none"):
@@ -496,6 +545,8 @@ class ImageCall:
             "result": None if self.failed else b64,
             "revised_prompt": self.revised_prompt,
         }
+        if self.job.svg_usage is not None and not self.failed:
+            item["svg_usage"] = self.job.svg_usage
         if self.failed:
             item["error"] = {
                 "code": "moderation_blocked",
@@ -902,6 +953,7 @@ class LocalOpenAIServer:
         latency_ms: wait this long before every answer.
         background_polls: retrievals of a background response that still report ``in_progress``.
         keepalive: send a ``keepalive`` event after each image's partial images, as the API sometimes does.
+        svg_author_model: the SVG author an ``output_format="svg"`` request without ``svg.model`` reports.
     """
 
     def __init__(self, port: int = 0, **options: Any) -> None:
@@ -1135,7 +1187,17 @@ class LocalOpenAIServer:
                 raise ApiError.invalid("stream", True)
             exchange.reply_json(200, self._dalle_body(family, params, prompt, n, created))
             return
-        job = resolve_job(params, model, prompt=prompt, input_images=input_images if kind == "edits" else 0)
+        job = resolve_job(
+            params,
+            model,
+            prompt=prompt,
+            input_images=input_images if kind == "edits" else 0,
+            svg_author_model=self.options.svg_author_model,
+        )
+        if job.output_format in ("svg", "gif") and stream:
+            raise ApiError.invalid("stream", True)
+        if job.output_format == "svg" and n != 1:
+            raise ApiError.invalid("n", n)
         if stream:
             partials = _int_param(params, "partial_images", 0, 0, 3)
             prefix = "image_edit" if kind == "edits" else "image_generation"
@@ -1163,6 +1225,8 @@ class LocalOpenAIServer:
         body: JSON = {"created": created, **echo, "data": [{"b64_json": self._b64} for _ in range(n)]}
         if shape != "none":
             body["usage"] = job.tokens(n).usage(output_details=shape == "2026")
+        if job.svg_usage is not None:
+            body["svg_usage"] = job.svg_usage
         return body
 
     def _image_events(self, prefix: str, job: ImageJob, n: int, partials: int, created: int) -> list[JSON]:
@@ -1238,6 +1302,7 @@ class LocalOpenAIServer:
             str(tool.get("model") or self.options.tool_default_model),
             prompt=revised,
             input_images=billed,
+            svg_author_model=self.options.svg_author_model,
         )
         partials = _int_param(tool, "partial_images", 0, 0, 3) if _bool_param(body, "stream") else 0
         failed = "moderation" in lowered
@@ -1245,7 +1310,13 @@ class LocalOpenAIServer:
         jobs = [job] * count
         if count == 2 and "one tall" in lowered and tool.get("size") in (None, "auto"):
             tall = {**tool, "size": "1024x1536"}
-            jobs[1] = resolve_job(tall, job.model, prompt=revised, input_images=billed)
+            jobs[1] = resolve_job(
+                tall,
+                job.model,
+                prompt=revised,
+                input_images=billed,
+                svg_author_model=self.options.svg_author_model,
+            )
         return [
             ImageCall(f"ig_{secrets.token_hex(25)}", action, each, revised, partials, failed) for each in jobs
         ]
@@ -1265,6 +1336,7 @@ class LocalOpenAIServer:
             "output_format": tool.get("output_format") or "png",
             "quality": tool.get("quality") or "auto",
             "size": tool.get("size") or "auto",
+            **{key: tool[key] for key in ("frame_count", "frame_duration_ms") if key in tool},
         }
 
     def _store(self, run: ResponseRun, body: JSON) -> None:

@@ -12,7 +12,6 @@ from collections import OrderedDict
 from collections.abc import Mapping
 from contextvars import Token
 from dataclasses import dataclass, field
-from decimal import Decimal
 from typing import Any
 
 from opentelemetry import context as otel_context
@@ -24,9 +23,16 @@ from . import telemetry as t
 from .attribution import current_attribution, exported_attribution, safe_value, span_attribution
 from .config import Settings
 from .cost import Cost, ImageGeneration, price_image_generation
-from .extract import ImagesOutcome, ImagesStreamTally, image_request, images_response_outcome
+from .extract import (
+    ImagesOutcome,
+    ImagesStreamTally,
+    gif_frame_count,
+    image_request,
+    images_response_outcome,
+)
 from .prices import PriceTable
 from .safety import report_internal_error
+from .text_prices import price_svg_author
 
 # What the Images API documents when a call leaves quality or size out (DALL·E only; the GPT
 # image models default to `auto`, which the response then resolves).
@@ -277,22 +283,20 @@ class TrackedCall:
     def record_metrics(
         self,
         *,
-        cost_parts: Mapping[str, tuple[Decimal, str]] | None = None,
+        parts: Mapping[str, Cost] | None = None,
         images: int = 0,
         partial_images: int = 0,
-        unpriced_reasons: tuple[str, ...] = (),
         tokens: tuple[tuple[str, str, int], ...] = (),
     ) -> None:
-        """Record a call that returned: its counters once each, and the histograms."""
+        """Record a call that returned: one point per cost part, its counters once each, the histograms."""
         labels = self.metric_labels()
         t.record_success(
             self.runtime.instruments,
             labels,
             self._histogram_labels(labels),
-            cost_parts=cost_parts or {},
+            parts=parts or {},
             images=images,
             partial_images=partial_images,
-            unpriced_reasons=unpriced_reasons,
             tokens=tokens,
             duration_s=self.elapsed(),
         )
@@ -328,6 +332,8 @@ class ImagesCall(TrackedCall):
                     t.IMAGE_OUTPUT_FORMAT: request.output_format,
                     t.IMAGE_MODERATION: request.moderation,
                     t.IMAGE_INPUT_FIDELITY: request.input_fidelity,
+                    t.IMAGE_COMPLEXITY: request.complexity,
+                    t.IMAGE_FRAME_COUNT: gif_frame_count(request.output_format, request.frame_count),
                 }
             ),
         }
@@ -375,26 +381,28 @@ class ImagesCall(TrackedCall):
             partial_images=partials,
             prompt_chars=len(request.prompt) if request.prompt is not None else None,
             usage=usage,
+            output_format=(outcome.output_format if outcome else None) or request.output_format,
             unpriced_reason=self.unresolved_reason,
         )
-        cost = self.runtime.price(generation)
+        parts = {t.PART_IMAGE: self.runtime.price(generation)}
+        svg_usage = outcome.svg_usage if outcome is not None else None
+        if svg_usage is not None:
+            parts[t.PART_SVG_AUTHOR] = price_svg_author(svg_usage)
         attributes: t.Attributes = {
             t.IMAGE_QUALITY: quality,
             t.IMAGE_SIZE: size,
             t.IMAGE_COUNT: received,
             t.IMAGE_PARTIAL_IMAGES: partials,
-            **t.cost_attributes(cost),
+            **t.parts_attributes(parts),
         }
         if outcome is not None:
             attributes.update(_outcome_attributes(outcome))
         self.set_attributes(attributes)
-        total = cost.total
         self.record_metrics(
-            cost_parts={t.PART_IMAGE: (total, cost.source)} if total is not None else None,
+            parts=parts,
             images=received,
             partial_images=partials,
-            unpriced_reasons=(cost.unpriced_reason,) if total is None and cost.unpriced_reason else (),
-            tokens=t.token_points(t.PART_IMAGE, usage),
+            tokens=t.token_points(t.PART_IMAGE, usage) + t.token_points(t.PART_SVG_AUTHOR, svg_usage),
         )
 
 
@@ -409,4 +417,5 @@ def _outcome_attributes(outcome: ImagesOutcome) -> t.Attributes:
     )
     attributes.update(t.token_attributes(usage))
     attributes.update(t.usage_attributes(usage, outcome.usage_json))
+    attributes.update(t.svg_attributes(outcome.svg_usage))
     return attributes

@@ -30,12 +30,14 @@ __all__ = [
     "Cost",
     "ImageGeneration",
     "ImageTokenUsage",
+    "SvgAuthorUsage",
     "estimated_output_tokens",
     "price_image_generation",
     "split_cost",
 ]
 
 _AUTO: Final = "auto"
+_GIF: Final = "gif"
 _SIZE_RE: Final = re.compile(r"([0-9]{1,6})x([0-9]{1,6})")
 # Rule 11: usage that cannot be right is never priced.
 MAX_COUNT: Final = 10**9
@@ -100,6 +102,23 @@ def plausible_count(count: object) -> bool:
 
 
 @dataclass(frozen=True, slots=True)
+class SvgAuthorUsage:
+    """The SVG author model's tokens (`svg_usage`), billed beside the image's (rule 9)."""
+
+    model: str | None
+    input_tokens: int
+    output_tokens: int  # reasoning included
+    reasoning_tokens: int | None = None
+
+    @property
+    def valid(self) -> bool:
+        """Rule 11: every count an integer in 0..10^9, no more reasoning than output tokens."""
+        reasoning = self.reasoning_tokens or 0
+        counts = (self.input_tokens, self.output_tokens, reasoning)
+        return all(plausible_count(count) for count in counts) and reasoning <= self.output_tokens
+
+
+@dataclass(frozen=True, slots=True)
 class ImageGeneration:
     """What is priced: the images of one call (or of one Responses image item)."""
 
@@ -110,6 +129,7 @@ class ImageGeneration:
     partial_images: int = 0  # partial images received while streaming
     prompt_chars: int | None = None  # len(prompt) for estimating input text tokens
     usage: ImageTokenUsage | None = None
+    output_format: str | None = None  # effective output format: `gif` without usage is not estimated
     unpriced_reason: str | None = (
         None  # set by the caller when model is None: "no_model", "unknown_deployment"
     )
@@ -120,7 +140,8 @@ class Cost:
     """A priced (or unpriceable) call; components add up to the total."""
 
     source: str  # "usage" | "estimate" | "per_image" | "unknown"
-    # keys among: input_text, input_cached, input_image, output_image, output_text, partial_images, mainline
+    # keys among: input_text, input_cached, input_image, output_image, output_text, partial_images,
+    # mainline, svg_author
     components: Mapping[str, Decimal]
     pricing_version: str | None
     unpriced_reason: str | None = None  # "unknown_model", "no_usage", "no_model", "missing_price", ...
@@ -146,7 +167,9 @@ _Line = tuple[str, int, Decimal | None]
 
 
 def price_image_generation(generation: ImageGeneration, prices: PriceTable) -> Cost:
-    """Price one call's images: reported usage, else an estimate, else per image; never a guess."""
+    """Price one call's images: reported usage, else an estimate, else per image; never a guess.
+
+    A GIF with no reported usage is unpriced (`no_usage_gif`, rule 10)."""
     try:
         if generation.model is None:
             raise _Unpriceable(generation.unpriced_reason or "no_model")
@@ -161,6 +184,8 @@ def price_image_generation(generation: ImageGeneration, prices: PriceTable) -> C
             if not generation.usage.valid:
                 raise _Unpriceable("invalid_usage")
             return _bill("usage", _usage_lines(generation.usage, row), prices.version)
+        if generation.output_format == _GIF:
+            raise _Unpriceable("no_usage_gif")  # rule 10: no published per-frame table
         return _bill("estimate", _estimate_lines(generation, row, prices.estimate_defaults), prices.version)
     except _Unpriceable as unpriceable:
         return Cost("unknown", MappingProxyType({}), prices.version, unpriceable.reason)

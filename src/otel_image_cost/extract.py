@@ -15,12 +15,14 @@ from dataclasses import dataclass
 from typing import Any
 
 from .attribution import safe_value
-from .cost import INVALID_COUNT, ImageTokenUsage
+from .cost import INVALID_COUNT, ImageTokenUsage, SvgAuthorUsage
 
 GENERATE = "generate"
 EDIT = "edit"
 VARIATION = "variation"
 
+GIF = "gif"
+GIF_DEFAULT_FRAMES = 9  # the API's `frame_count` default for `output_format=gif`
 _PARTIAL_EVENT_SUFFIX = ".partial_image"
 _COMPLETED_EVENT_SUFFIX = ".completed"
 
@@ -109,6 +111,37 @@ def given(kwargs: Mapping[str, Any], name: str) -> Any:
     return value
 
 
+def requested(kwargs: Mapping[str, Any], name: str) -> Any:
+    """A request option sent as an argument or, on SDK versions whose methods lack it, in `extra_body`."""
+    value = given(kwargs, name)
+    if value is None:
+        extra_body = given(kwargs, "extra_body")
+        if isinstance(extra_body, Mapping):
+            value = given(extra_body, name)
+    return value
+
+
+def gif_frame_count(output_format: str | None, frame_count: int | None) -> int | None:
+    """The GIF frames requested: as sent, else the API's default when the output is a GIF."""
+    if frame_count is not None:
+        return frame_count
+    return GIF_DEFAULT_FRAMES if output_format == GIF else None
+
+
+def svg_author_usage(svg_usage: Any) -> SvgAuthorUsage | None:
+    """An SVG output's `svg_usage` (Images response or `image_generation_call` item); None if absent."""
+    input_tokens = token_count(field(svg_usage, "input_tokens"))
+    output_tokens = token_count(field(svg_usage, "output_tokens"))
+    if input_tokens is None or output_tokens is None:
+        return None
+    return SvgAuthorUsage(
+        model=text(field(svg_usage, "model")),
+        input_tokens=input_tokens,
+        output_tokens=output_tokens,
+        reasoning_tokens=token_count(field(svg_usage, "reasoning_tokens")),
+    )
+
+
 @dataclass(frozen=True, slots=True)
 class ImageRequest:
     """What an Images API call asked for."""
@@ -126,6 +159,8 @@ class ImageRequest:
     stream: bool
     user: str | None
     prompt: str | None
+    complexity: str | None = None
+    frame_count: int | None = None  # as sent (see `gif_frame_count` for the default)
 
 
 def image_request(operation: str, kwargs: Mapping[str, Any]) -> ImageRequest:
@@ -138,13 +173,15 @@ def image_request(operation: str, kwargs: Mapping[str, Any]) -> ImageRequest:
         quality=text(given(kwargs, "quality")),
         size=text(given(kwargs, "size")),
         background=text(given(kwargs, "background")),
-        output_format=text(given(kwargs, "output_format")),
+        output_format=text(requested(kwargs, "output_format")),
         moderation=text(given(kwargs, "moderation")),
         input_fidelity=text(given(kwargs, "input_fidelity")),
         partial_images=integer(given(kwargs, "partial_images")),
         stream=given(kwargs, "stream") is True,
         user=text(given(kwargs, "safety_identifier")) or text(given(kwargs, "user")),
         prompt=prompt if isinstance(prompt, str) else None,
+        complexity=text(requested(kwargs, "complexity")),
+        frame_count=integer(requested(kwargs, "frame_count")),
     )
 
 
@@ -161,6 +198,7 @@ class ImagesOutcome:
     usage: ImageTokenUsage | None = None
     usage_json: str | None = None
     revised_prompts: tuple[str, ...] = ()
+    svg_usage: SvgAuthorUsage | None = None
 
 
 def image_token_usage(usage: Any) -> ImageTokenUsage | None:
@@ -239,6 +277,7 @@ def images_response_outcome(response: Any, *, capture_content: bool = False) -> 
         usage=image_token_usage(usage),
         usage_json=compact_json(usage),
         revised_prompts=revised,
+        svg_usage=svg_author_usage(field(response, "svg_usage")),
     )
 
 

@@ -11,8 +11,18 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
-from .cost import ImageTokenUsage, plausible_count
-from .extract import compact_json, field, given, image_token_usage, integer, items, text, token_count
+from .cost import ImageTokenUsage, SvgAuthorUsage, plausible_count
+from .extract import (
+    compact_json,
+    field,
+    given,
+    image_token_usage,
+    integer,
+    items,
+    svg_author_usage,
+    text,
+    token_count,
+)
 
 IMAGE_TOOL = "image_generation"
 IMAGE_CALL_ITEM = "image_generation_call"
@@ -38,6 +48,8 @@ class ImageTool:
     input_fidelity: str | None = None
     action: str | None = None
     partial_images: int | None = None
+    complexity: str | None = None
+    frame_count: int | None = None
 
 
 def image_tool(tools: Any) -> ImageTool | None:
@@ -57,6 +69,8 @@ def image_tool(tools: Any) -> ImageTool | None:
                 input_fidelity=text(field(tool, "input_fidelity")),
                 action=text(field(tool, "action")),
                 partial_images=integer(field(tool, "partial_images")),
+                complexity=text(field(tool, "complexity")),
+                frame_count=integer(field(tool, "frame_count")),
             )
     return None
 
@@ -119,6 +133,7 @@ class ImageCallItem:
     error_type: str | None = None
     moderation_categories: tuple[str, ...] = ()
     revised_prompt: str | None = None
+    svg_usage: SvgAuthorUsage | None = None
     partial_images: int = 0
     started_ns: int | None = None
     completed_ns: int | None = None
@@ -144,6 +159,7 @@ def image_call_item(item: Any) -> ImageCallItem:
         error_type=text(field(error, "type")),
         moderation_categories=tuple(text(c) or "" for c in items(categories)),
         revised_prompt=revised if isinstance(revised, str) else None,
+        svg_usage=svg_author_usage(field(item, "svg_usage")),
     )
 
 

@@ -20,7 +20,8 @@ from opentelemetry.trace import SpanKind, Status, StatusCode
 from . import telemetry as t
 from .attribution import USER_ID
 from .calls import Runtime, TrackedCall, effective
-from .cost import Cost, ImageGeneration, estimated_output_tokens, split_cost
+from .cost import Cost, ImageGeneration, SvgAuthorUsage, estimated_output_tokens, split_cost
+from .extract import gif_frame_count
 from .extract_responses import (
     ImageCallItem,
     ImageTool,
@@ -30,7 +31,7 @@ from .extract_responses import (
     responses_request,
 )
 from .safety import report_internal_error
-from .text_prices import price_text_model
+from .text_prices import price_svg_author, price_text_model
 
 RESPONSES_TOOL = "responses_tool"
 EXECUTE_TOOL = "execute_tool"
@@ -142,19 +143,31 @@ class ResponsesCall(TrackedCall):
             images=len(drawn),
             partial_images=sum(item.partial_images for item in items),
             usage=outcome.image_usage,
+            output_format=tool.output_format,
             unpriced_reason=None if model else "no_model",
         )
         image_cost, shares = self._price_images(whole, tool, items)
+        item_svg = [price_svg_author(item.svg_usage) if item.svg_usage else None for item in items]
+        svg_costs = [cost for cost in item_svg if cost is not None]
+        svg_usage = _summed_svg_usage([item.svg_usage for item in items if item.svg_usage])
+        parts = {t.PART_IMAGE: image_cost}
+        if svg_costs:
+            parts[t.PART_SVG_AUTHOR] = combined(svg_costs, None)
         mainline = self._price_mainline(outcome)
+        if mainline is not None:
+            parts[t.PART_MAINLINE] = mainline
         partials = whole.partial_images
         attributes: t.Attributes = {
             t.IMAGE_QUALITY: quality,
             t.IMAGE_SIZE: size,
             t.IMAGE_COUNT: len(drawn),
             t.IMAGE_PARTIAL_IMAGES: partials,
-            **t.cost_attributes(image_cost),
+            **t.parts_attributes(parts),
             **t.usage_attributes(outcome.image_usage, outcome.image_usage_json),
+            **t.svg_attributes(svg_usage),
         }
+        if self.request.tool is None:
+            attributes.update(_format_attributes(tool, None))
         actions = {item.action for item in items if item.action}
         if actions or tool.action:
             attributes[t.IMAGE_ACTION] = _one_or_mixed(actions, tool.action)  # reported, else as sent
@@ -162,28 +175,16 @@ class ResponsesCall(TrackedCall):
             attributes[t.IMAGE_MODEL] = model
         if source is not None:
             attributes[t.IMAGE_MODEL_SOURCE] = source
-        cost_parts: dict[str, tuple[Decimal, str]] = {}
-        if image_cost.total is not None:
-            cost_parts[t.PART_IMAGE] = (image_cost.total, image_cost.source)
-        if mainline is not None:
-            attributes[t.COST_COMPONENT_PREFIX + t.PART_MAINLINE] = float(mainline)
-            attributes[t.USAGE_COST] = float((image_cost.total or Decimal(0)) + mainline)
-            cost_parts[t.PART_MAINLINE] = (mainline, "usage")
         self.set_attributes(attributes)
-        for item, share in zip(items, shares, strict=True):
-            self._item_span(item, share, model, source, tool)
-        unpriced = []
-        if image_cost.total is None and image_cost.unpriced_reason is not None:
-            unpriced.append(image_cost.unpriced_reason)
-        if mainline is None and outcome.usage is not None:
-            unpriced.append("unknown_text_model" if outcome.usage.valid else "invalid_usage")
+        for item, share, svg in zip(items, shares, item_svg, strict=True):
+            self._item_span(item, share, svg, model, source, tool)
         self.record_metrics(
-            cost_parts=cost_parts,
+            parts=parts,
             images=len(drawn),
             partial_images=partials,
-            unpriced_reasons=tuple(unpriced),
             tokens=t.token_points(t.PART_MAINLINE, outcome.usage)
-            + t.token_points(t.PART_IMAGE, outcome.image_usage),
+            + t.token_points(t.PART_IMAGE, outcome.image_usage)
+            + t.token_points(t.PART_SVG_AUTHOR, svg_usage),
         )
 
     def _price_images(
@@ -212,6 +213,7 @@ class ResponsesCall(TrackedCall):
                     partial_images=item.partial_images,
                     prompt_chars=len(item.revised_prompt) if item.revised_prompt else 0,
                     usage=None,
+                    output_format=item.output_format or tool.output_format,
                 )
             )
             for item in items
@@ -224,25 +226,42 @@ class ResponsesCall(TrackedCall):
             return 0
         return estimated_output_tokens(model, _item_quality(item, tool), _item_size(item, tool), prices) or 0
 
-    def _price_mainline(self, outcome: ResponseOutcome) -> Decimal | None:
+    def _price_mainline(self, outcome: ResponseOutcome) -> Cost | None:
+        """The text model's part; None when the response reported no usage for it."""
         usage = outcome.usage
+        if usage is None:
+            return None
         model = outcome.model or self.request.model
-        if usage is None or model is None or not usage.valid:
-            return None
-        try:
-            return price_text_model(
-                model,
-                input_tokens=usage.input_tokens,
-                cached_tokens=usage.cached_tokens,
-                output_tokens=usage.output_tokens,
-                service_tier=outcome.service_tier,
-            )
-        except ValueError:
-            return None
+        if not usage.valid:
+            return Cost("unknown", MappingProxyType({}), None, "invalid_usage")
+        amount = None
+        if model is not None:
+            try:
+                amount = price_text_model(
+                    model,
+                    input_tokens=usage.input_tokens,
+                    cached_tokens=usage.cached_tokens,
+                    output_tokens=usage.output_tokens,
+                    service_tier=outcome.service_tier,
+                )
+            except ValueError:
+                amount = None
+        if amount is None:
+            return Cost("unknown", MappingProxyType({}), None, "unknown_text_model")
+        return Cost("usage", MappingProxyType({t.PART_MAINLINE: amount}), None)
 
     def _item_span(
-        self, item: ImageCallItem, share: Cost, model: str | None, source: str | None, tool: ImageTool
+        self,
+        item: ImageCallItem,
+        share: Cost,
+        svg: Cost | None,
+        model: str | None,
+        source: str | None,
+        tool: ImageTool,
     ) -> None:
+        parts = {t.PART_IMAGE: share}
+        if svg is not None:
+            parts[t.PART_SVG_AUTHOR] = svg
         attributes: t.Attributes = {
             t.PROVIDER_NAME: self.attributes[t.PROVIDER_NAME],
             t.OPERATION_NAME: EXECUTE_TOOL,
@@ -252,7 +271,9 @@ class ResponsesCall(TrackedCall):
             t.IMAGE_SIZE: _item_size(item, tool),
             t.IMAGE_COUNT: 0 if item.failed else 1,
             t.IMAGE_PARTIAL_IMAGES: item.partial_images,
-            **t.cost_attributes(share),
+            **t.parts_attributes(parts),
+            **t.svg_attributes(item.svg_usage),
+            **_format_attributes(tool, item.output_format),
         }
         optional = {
             t.TOOL_CALL_ID: item.id,
@@ -297,7 +318,30 @@ def _tool_attributes(tool: ImageTool) -> t.Attributes:
         t.IMAGE_ACTION: tool.action,
         t.IMAGE_PARTIAL_IMAGES_REQUESTED: tool.partial_images,
     }
+    return {**t.present(found), **_format_attributes(tool, None)}
+
+
+def _format_attributes(tool: ImageTool, reported_format: str | None) -> t.Attributes:
+    """`openai.image.complexity` and, for a GIF, `openai.image.frame_count` (the tool's, else 9)."""
+    found = {
+        t.IMAGE_COMPLEXITY: tool.complexity,
+        t.IMAGE_FRAME_COUNT: gif_frame_count(reported_format or tool.output_format, tool.frame_count),
+    }
     return t.present(found)
+
+
+def _summed_svg_usage(usages: Sequence[SvgAuthorUsage]) -> SvgAuthorUsage | None:
+    """The call's SVG author usage: its items' summed (model `mixed` when they differ)."""
+    if not usages:
+        return None
+    models = {usage.model for usage in usages}
+    reasoning = [usage.reasoning_tokens for usage in usages]
+    return SvgAuthorUsage(
+        model=usages[0].model if len(models) == 1 else MIXED,
+        input_tokens=sum(usage.input_tokens for usage in usages),
+        output_tokens=sum(usage.output_tokens for usage in usages),
+        reasoning_tokens=None if None in reasoning else sum(r or 0 for r in reasoning),
+    )
 
 
 def _response_attributes(outcome: ResponseOutcome) -> t.Attributes:

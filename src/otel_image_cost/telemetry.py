@@ -8,7 +8,6 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
-from decimal import Decimal
 from typing import Protocol
 
 from opentelemetry.metrics import Counter, Histogram, Meter
@@ -19,7 +18,7 @@ from opentelemetry.semconv._incubating.metrics.gen_ai_metrics import (
 from opentelemetry.util.types import AttributeValue
 
 from .attribution import safe_value
-from .cost import MAX_SIZE_SIDE, Cost, ImageTokenUsage
+from .cost import MAX_SIZE_SIDE, Cost, ImageTokenUsage, SvgAuthorUsage
 
 # Semantic-convention names (GenAI).
 PROVIDER_NAME = "gen_ai.provider.name"
@@ -66,9 +65,13 @@ IMAGE_MODERATION_CATEGORIES = "openai.image.moderation.categories"
 RESPONSE_STATUS = "openai.response.status"
 IMAGE_PROMPT = "openai.image.prompt"
 IMAGE_REVISED_PROMPTS = "openai.image.revised_prompts"
+IMAGE_COMPLEXITY = "openai.image.complexity"
+IMAGE_FRAME_COUNT = "openai.image.frame_count"
+IMAGE_SVG_MODEL = "openai.image.svg.model"
 
 COST_COMPONENT_PREFIX = "openai.image.cost."
 USAGE_PREFIX = "openai.image.usage."
+SVG_USAGE_PREFIX = "openai.image.usage.svg."
 
 PROVIDER_OPENAI = "openai"
 PROVIDER_AZURE = "azure.ai.openai"
@@ -77,6 +80,7 @@ OPERATION_RESPONSES = "chat"
 OUTPUT_IMAGE = "image"
 PART_IMAGE = "image"
 PART_MAINLINE = "mainline"
+PART_SVG_AUTHOR = "svg_author"
 
 # The bounded set of call attributes that may become metric labels (plus the chosen attribution).
 METRIC_CALL_KEYS = (
@@ -209,6 +213,41 @@ def cost_attributes(cost: Cost) -> Attributes:
     return attributes
 
 
+def svg_attributes(usage: SvgAuthorUsage | None) -> Attributes:
+    """`openai.image.svg.model` and `openai.image.usage.svg.*`, where the response reported `svg_usage`."""
+    if usage is None:
+        return {}
+    found = {
+        IMAGE_SVG_MODEL: usage.model,
+        SVG_USAGE_PREFIX + "input_tokens": usage.input_tokens,
+        SVG_USAGE_PREFIX + "output_tokens": usage.output_tokens,
+        SVG_USAGE_PREFIX + "reasoning_tokens": usage.reasoning_tokens,
+    }
+    return present(found)
+
+
+def parts_attributes(parts: Mapping[str, Cost]) -> Attributes:
+    """The cost attributes of a call priced in parts (image, mainline, svg_author).
+
+    The image part gives `openai.image.cost.source`, its pricing version and unpriced reason;
+    every priced part adds its components; `gen_ai.usage.cost` is the sum of the priced parts,
+    absent when none was priced (cost-model rule 13).
+    """
+    image = parts.get(PART_IMAGE)
+    attributes = cost_attributes(image) if image is not None else {}
+    total = None
+    for cost in parts.values():
+        part_total = cost.total
+        if part_total is None:
+            continue
+        total = part_total if total is None else total + part_total
+        for name, value in cost.components.items():
+            attributes[COST_COMPONENT_PREFIX + name] = float(value)
+    if total is not None:
+        attributes[USAGE_COST] = float(total)
+    return attributes
+
+
 @dataclass(frozen=True, slots=True)
 class Instruments:
     """The metric instruments of the contract, created once per meter."""
@@ -259,22 +298,28 @@ def record_success(
     labels: Mapping[str, AttributeValue],
     histogram_labels: Mapping[str, AttributeValue],
     *,
-    cost_parts: Mapping[str, tuple[Decimal, str]],  # part -> (USD, cost source)
+    parts: Mapping[str, Cost],  # cost part -> its cost, priced or not
     images: int,
     partial_images: int,
-    unpriced_reasons: tuple[str, ...],
     tokens: tuple[tuple[str, str, int], ...],  # (cost part, token type, count)
     duration_s: float,
 ) -> None:
-    """Record a call that returned: every counter once, and the histograms."""
-    for part, (amount, source) in cost_parts.items():
-        instruments.cost.add(float(amount), {**labels, IMAGE_COST_PART: part, IMAGE_COST_SOURCE: source})
+    """Record a call that returned: every counter once, and the histograms.
+
+    Each cost part is one point: on `openai.image.cost` when priced (with its own source), else on
+    `openai.image.unpriced` with its reason."""
+    for part, cost in parts.items():
+        amount = cost.total
+        if amount is not None:
+            instruments.cost.add(
+                float(amount), {**labels, IMAGE_COST_PART: part, IMAGE_COST_SOURCE: cost.source}
+            )
+        elif cost.unpriced_reason is not None:
+            instruments.unpriced.add(1, {**labels, IMAGE_UNPRICED_REASON: cost.unpriced_reason})
     if images:
         instruments.generated.add(images, labels)
     if partial_images:
         instruments.partial_images.add(partial_images, labels)
-    for reason in unpriced_reasons:
-        instruments.unpriced.add(1, {**labels, IMAGE_UNPRICED_REASON: reason})
     for part, token_type, count in tokens:
         instruments.token_usage.record(
             count, {**histogram_labels, IMAGE_COST_PART: part, TOKEN_TYPE: token_type}

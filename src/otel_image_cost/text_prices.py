@@ -11,13 +11,36 @@ import threading
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from decimal import Decimal
+from types import MappingProxyType
 from typing import Any, Final
 
 from genai_prices import Usage, calc_price
 from genai_prices.data_snapshot import get_snapshot
 from genai_prices.types import ModelPrice, StartDateConstraint, TieredPrices
 
-__all__ = ["price_text_model"]
+from .cost import Cost, SvgAuthorUsage
+
+__all__ = ["SVG_AUTHOR", "price_svg_author", "price_text_model"]
+
+SVG_AUTHOR: Final = "svg_author"  # the cost component and cost part of the SVG author's tokens
+
+
+def price_svg_author(usage: SvgAuthorUsage) -> Cost:
+    """The SVG author's part of an SVG call (rule 9), at its model's text prices from genai-prices.
+
+    Reasoning tokens are a part of `output_tokens` and are not added again. Unpriced with reason
+    `unknown_svg_model` when genai-prices does not know the model, `invalid_usage` when the counts
+    cannot be right."""
+    if not usage.valid:
+        return Cost("unknown", MappingProxyType({}), None, "invalid_usage")
+    amount = None
+    if usage.model is not None:
+        amount = price_text_model(
+            usage.model, input_tokens=usage.input_tokens, cached_tokens=0, output_tokens=usage.output_tokens
+        )
+    if amount is None:
+        return Cost("unknown", MappingProxyType({}), None, "unknown_svg_model")
+    return Cost("usage", MappingProxyType({SVG_AUTHOR: amount}), None)
 
 
 def price_text_model(
