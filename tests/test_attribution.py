@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import threading
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 from opentelemetry import baggage
@@ -183,3 +183,42 @@ def test_values_are_made_safe_and_custom_attributes_capped() -> None:
     assert found == {"user.id": "12345", "tenant.id": "t\ufffd" + "x" * 126, "a": "<class 'object'>"}
     assert safe_value(10**5000) == "<int>"  # past Python's int-to-text digit limit
     assert current_attribution("r" * 300) == {"user.id": "r" * 128}
+
+
+def test_the_documented_async_generator_pattern_does_not_leak_when_abandoned() -> None:
+    """README (Security): enter the context around each call, never across a `yield`."""
+
+    async def chunks() -> AsyncIterator[dict[str, str]]:
+        for _ in range(3):
+            async with billing_context(user_id="generator-user"):
+                seen = current_attribution(None)
+            yield seen
+
+    async def consumer() -> list[dict[str, str]]:
+        seen = []
+        stream = chunks()
+        seen.append(await anext(stream))
+        seen.append(current_attribution(None))  # the consumer, with the generator suspended
+        del stream  # abandoned mid-iteration, never closed by the consumer
+        await asyncio.sleep(0)
+        seen.append(current_attribution(None))
+        return seen
+
+    assert asyncio.run(consumer()) == [{"user.id": "generator-user"}, {}, {}]
+
+
+def test_yielding_inside_the_context_of_an_async_generator_leaks_as_documented() -> None:
+    """The limit the README documents (Python gives an async generator its consumer's context)."""
+
+    async def chunks() -> AsyncIterator[int]:
+        async with billing_context(user_id="generator-user"):
+            yield 1
+
+    async def consumer() -> dict[str, str]:
+        stream = chunks()
+        await anext(stream)
+        leaked = current_attribution(None)
+        await stream.aclose()
+        return leaked
+
+    assert asyncio.run(consumer()) == {"user.id": "generator-user"}

@@ -43,11 +43,13 @@ FOX = {"model": "gpt-image-1", "prompt": "a fox", "quality": "low", "size": "102
 class Scraped(Telemetry):
     """`Telemetry` whose meter provider also feeds the real Prometheus exporter, served on loopback."""
 
-    def __init__(self, tracer_provider: TracerProvider | None = None) -> None:
+    def __init__(
+        self, tracer_provider: TracerProvider | None = None, metric_reader: InMemoryMetricReader | None = None
+    ) -> None:
         self.span_exporter = InMemorySpanExporter()
         self.tracer_provider = tracer_provider or TracerProvider()
         self.tracer_provider.add_span_processor(SimpleSpanProcessor(self.span_exporter))
-        self.metric_reader = InMemoryMetricReader()
+        self.metric_reader = metric_reader or InMemoryMetricReader()
         self.prometheus = PrometheusMetricReader()
         self.meter_provider = MeterProvider(metric_readers=[self.metric_reader, self.prometheus])
         self.http, self.thread = start_http_server(0, addr="127.0.0.1")

@@ -144,7 +144,9 @@ def _custom_entries(attributes: Mapping[object, object]) -> dict[str, str]:
                 MAX_CUSTOM_ATTRIBUTES,
             )
             break
-        entries[safe_value(key)] = safe_value(value)
+        name = safe_value(key)
+        if name:  # an empty name is no attribute (OpenTelemetry drops it with a warning per span)
+            entries[name] = safe_value(value)
     return entries
 
 
