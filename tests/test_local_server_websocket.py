@@ -15,9 +15,9 @@ import pydantic
 import pytest
 from openai.resources.responses import Responses
 
-pytest.importorskip("websockets", reason="the SDK's WebSocket mode needs the `websockets` package")
 if not hasattr(Responses, "connect"):
     pytest.skip(f"openai {openai.__version__} has no responses.connect()", allow_module_level=True)
+pytest.importorskip("websockets", reason="the SDK's WebSocket mode needs the `websockets` package")
 
 from openai.types.responses import responses_server_event
 from websockets.exceptions import ConnectionClosedError

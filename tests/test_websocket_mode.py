@@ -24,9 +24,9 @@ from otel_image_cost import billing_context
 
 from conftest import Telemetry
 
-pytest.importorskip("websockets", reason="the SDK's WebSocket mode needs the `websockets` package")
 if not hasattr(Responses, "connect"):
     pytest.skip(f"openai {openai.__version__} has no responses.connect()", allow_module_level=True)
+pytest.importorskip("websockets", reason="the SDK's WebSocket mode needs the `websockets` package")
 
 from websockets.exceptions import ConnectionClosedError
 
