@@ -306,7 +306,7 @@ def test_together_both_work_and_our_numbers_are_unchanged(
     assert scenario(sdk) == bare
     assert ours(telemetry) == alone
     spans, _points = alone
-    assert len(spans) == 8 + 3  # eight calls, plus one image span per image of the Responses calls
+    assert len(spans) == 8 + 4  # eight calls, plus one image span per Responses image (2 + 1 + 1)
     assert sum(1 for s in spans if s[2] == "ERROR") == 1
 
     # The peer works too: it records the chat call only it instruments (OpenLLMetry: and images).

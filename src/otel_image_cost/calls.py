@@ -305,9 +305,8 @@ class TrackedCall:
 class ImagesCall(TrackedCall):
     """An `images.generate` / `edit` / `create_variation` call."""
 
-    def __init__(self, runtime: Runtime, operation: str, resource: Any, kwargs: Mapping[str, Any]) -> None:
+    def __init__(self, runtime: Runtime, operation: str, client: Any, kwargs: Mapping[str, Any]) -> None:
         self.request = request = image_request(operation, kwargs)
-        client = client_of(resource)
         deployment = (
             (getattr(client, "_azure_deployment", None) or request.model) if is_azure(client) else None
         )

@@ -3,6 +3,12 @@
 Each patched method is wrapped by one of two shells (sync or async) that differ only in
 `await`; everything else is shared. A call made while another instrumented call is running
 (an SDK helper calling `create` inside `stream`) is not tracked twice.
+
+The clients' `request` methods are hooked too, for the calls no method wrapper saw: SDK methods
+captured before `instrument()` (a client's cached `with_raw_response` / `with_streaming_response`
+holds the methods as they were when first read) still send through `request`. A call a method
+wrapper saw (tracked or not) is sent inside it, so the hook leaves it alone: no call is tracked
+twice.
 """
 
 from __future__ import annotations
@@ -38,28 +44,29 @@ logger = logging.getLogger(__name__)
 _INSTRUMENTS = ("openai >= 2.0, < 4",)
 _SCHEMA_URL = "https://opentelemetry.io/schemas/1.37.0"
 
-# Starts tracking a call to a patched method, or returns None to leave the call alone.
+# Starts tracking a call to a patched method (given the client that sends it, the method's
+# arguments), or returns None to leave the call alone.
 StartCall = Callable[[Runtime, Any, tuple[Any, ...], dict[str, Any]], TrackedCall | None]
 
 
 def _images(operation: str) -> StartCall:
-    return lambda runtime, resource, args, kwargs: ImagesCall(runtime, operation, resource, kwargs)
+    return lambda runtime, client, args, kwargs: ImagesCall(runtime, operation, client, kwargs)
 
 
 def _responses_create(
-    runtime: Runtime, resource: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
+    runtime: Runtime, client: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
 ) -> TrackedCall | None:
     """`create` / `parse`: tracked only when the request offers the `image_generation` tool."""
     if image_tool(given(kwargs, "tools")) is None:
         return None
-    return ResponsesCall(runtime, client_of(resource), args, kwargs, retrieve=False)
+    return ResponsesCall(runtime, client, args, kwargs, retrieve=False)
 
 
 def _responses_retrieve(
-    runtime: Runtime, resource: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
+    runtime: Runtime, client: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
 ) -> TrackedCall | None:
     """`retrieve`: whether it concerns images is known only from the response it returns."""
-    return ResponsesCall(runtime, client_of(resource), args, kwargs, retrieve=True)
+    return ResponsesCall(runtime, client, args, kwargs, retrieve=True)
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,9 +104,25 @@ PATCHES: tuple[Patch, ...] = (
 
 # The call whose SDK request is being sent in this context (None outside our calls).
 _inside_call: ContextVar[TrackedCall | None] = ContextVar("otel_image_cost_inside_call", default=None)
+# True while a method wrapper sends a call it chose not to track: the request hook leaves it too.
+_passed_over: ContextVar[bool] = ContextVar("otel_image_cost_passed_over", default=False)
 
 # Where the SDK builds each HTTP attempt of a request (its retry loop calls it once per attempt).
 _ATTEMPTS = ("openai._base_client", "BaseClient", "_build_request")
+# Where every SDK request is sent, whichever method object made it: (module, class, method).
+_REQUESTS = (
+    ("openai._base_client", "SyncAPIClient", "request"),
+    ("openai._base_client", "AsyncAPIClient", "request"),
+)
+# The image methods' requests, as `request` receives them (before an Azure client adds its
+# deployment): POST path -> how to start tracking; GET /responses/{id} is a retrieve.
+_POSTS: dict[str, StartCall] = {
+    "/images/generations": _images(extract.GENERATE),
+    "/images/edits": _images(extract.EDIT),
+    "/images/variations": _images(extract.VARIATION),
+    "/responses": _responses_create,
+}
+_RESPONSE_PATH = "/responses/"
 
 
 class _Active:
@@ -117,14 +140,42 @@ def _current_runtime() -> Runtime | None:
 
 
 def _begin(patch: Patch, resource: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> TrackedCall | None:
+    return _start(patch.start, client_of(resource), args, kwargs, f"{patch.owner}.{patch.method}")
+
+
+def _start(
+    start: StartCall, client: Any, args: tuple[Any, ...], kwargs: dict[str, Any], where: str
+) -> TrackedCall | None:
     runtime = _Active.runtime
     if runtime is None or _inside_call.get() is not None or not is_instrumentation_enabled():
         return None
     try:
-        return patch.start(runtime, resource, args, kwargs)
+        return start(runtime, client, args, kwargs)
     except Exception as exc:
-        report_internal_error(f"start {patch.owner}.{patch.method}", exc)
+        report_internal_error(f"start {where}", exc)
         return None
+
+
+def _begin_request(client: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> TrackedCall | None:
+    """Track a request no method wrapper is sending (one made by a method cached unwrapped)."""
+    if _Active.runtime is None or _inside_call.get() is not None or _passed_over.get():
+        return None  # the common case: a request a method wrapper already saw, or not instrumented
+    try:
+        options: Any = kwargs.get("options", args[1] if len(args) > 1 else None)
+        method, path = str(options.method).lower(), options.url
+        if not isinstance(path, str):
+            return None
+        body = options.json_data if isinstance(options.json_data, dict) else {}
+        arguments: dict[str, Any] = {**body, "extra_body": options.extra_json}
+        if method == "post" and path in _POSTS:
+            return _start(_POSTS[path], client, (), arguments, f"request {path}")
+        response_id = path.removeprefix(_RESPONSE_PATH)
+        if method == "get" and path.startswith(_RESPONSE_PATH) and response_id and "/" not in response_id:
+            query = options.params if isinstance(options.params, dict) else {}
+            return _start(_responses_retrieve, client, (response_id,), {**query}, "request retrieve")
+    except Exception as exc:
+        report_internal_error("request hook", exc)
+    return None
 
 
 def _count_attempt(
@@ -139,28 +190,57 @@ def _count_attempt(
     return wrapped(*args, **kwargs)
 
 
+def _send(
+    call: TrackedCall, wrapped: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> Any:
+    """Send a tracked call: while the SDK sends, this call is the one being sent, its span
+    current. Plain try/finally pairs rather than generator context managers (~1.5 µs each per call)."""
+    sending = _inside_call.set(call)
+    try:
+        active = call.activate()
+        try:
+            result = wrapped(*args, **kwargs)
+        except BaseException as exc:
+            call.fail(exc)
+            raise
+        finally:
+            call.deactivate(active)
+    finally:
+        _inside_call.reset(sending)
+    return observe_result(call, result, streaming=call.streaming)
+
+
+async def _send_async(
+    call: TrackedCall, wrapped: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> Any:
+    """`_send` for a coroutine method."""
+    sending = _inside_call.set(call)
+    try:
+        active = call.activate()
+        try:
+            result = await wrapped(*args, **kwargs)
+        except BaseException as exc:
+            call.fail(exc)
+            raise
+        finally:
+            call.deactivate(active)
+    finally:
+        _inside_call.reset(sending)
+    return observe_result(call, result, streaming=call.streaming)
+
+
 def _sync_wrapper(patch: Patch) -> Callable[..., Any]:
     def wrapper(
         wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
     ) -> Any:
         call = _begin(patch, instance, args, kwargs)
         if call is None:
-            return wrapped(*args, **kwargs)
-        # While the SDK sends: this call is the one being sent, its span current. Plain
-        # try/finally pairs rather than generator context managers (~1.5 µs each per call).
-        sending = _inside_call.set(call)
-        try:
-            active = call.activate()
+            passing = _passed_over.set(True)
             try:
-                result = wrapped(*args, **kwargs)
-            except BaseException as exc:
-                call.fail(exc)
-                raise
+                return wrapped(*args, **kwargs)
             finally:
-                call.deactivate(active)
-        finally:
-            _inside_call.reset(sending)
-        return observe_result(call, result, streaming=call.streaming)
+                _passed_over.reset(passing)
+        return _send(call, wrapped, args, kwargs)
 
     return _ours(wrapper)
 
@@ -171,24 +251,32 @@ def _async_wrapper(patch: Patch) -> Callable[..., Any]:
     ) -> Any:
         call = _begin(patch, instance, args, kwargs)
         if call is None:
-            return await wrapped(*args, **kwargs)
-        # While the SDK sends: this call is the one being sent, its span current. Plain
-        # try/finally pairs rather than generator context managers (~1.5 µs each per call).
-        sending = _inside_call.set(call)
-        try:
-            active = call.activate()
+            passing = _passed_over.set(True)
             try:
-                result = await wrapped(*args, **kwargs)
-            except BaseException as exc:
-                call.fail(exc)
-                raise
+                return await wrapped(*args, **kwargs)
             finally:
-                call.deactivate(active)
-        finally:
-            _inside_call.reset(sending)
-        return observe_result(call, result, streaming=call.streaming)
+                _passed_over.reset(passing)
+        return await _send_async(call, wrapped, args, kwargs)
 
     return _ours(wrapper)
+
+
+def _sync_request(
+    wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> Any:
+    call = _begin_request(instance, args, kwargs)
+    if call is None:
+        return wrapped(*args, **kwargs)
+    return _send(call, wrapped, args, kwargs)
+
+
+async def _async_request(
+    wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> Any:
+    call = _begin_request(instance, args, kwargs)
+    if call is None:
+        return await wrapped(*args, **kwargs)
+    return await _send_async(call, wrapped, args, kwargs)
 
 
 _OURS = "_otel_image_cost_wrapper"
@@ -312,6 +400,9 @@ class OpenAIImageCostInstrumentor(BaseInstrumentor):  # type: ignore[misc]
         module, owner, method = _ATTEMPTS
         if hasattr(_sdk_class(module, owner), method):
             wrap_function_wrapper(module, f"{owner}.{method}", _ours(_count_attempt))
+        for (module, owner, method), hook in zip(_REQUESTS, (_sync_request, _async_request), strict=True):
+            if hasattr(_sdk_class(module, owner), method):
+                wrap_function_wrapper(module, f"{owner}.{method}", _ours(hook))
         for module, owner, asynchronous in SOCKET_CLASSES:
             if _sdk_class(module, owner) is not None:
                 wrappers = socket_wrappers(_current_runtime, asynchronous=asynchronous)
@@ -322,9 +413,9 @@ class OpenAIImageCostInstrumentor(BaseInstrumentor):  # type: ignore[misc]
         _Active.runtime = None
         for patch in _available(PATCHES):
             _remove_our_layer(_owner(patch), patch.method)
-        module, owner, method = _ATTEMPTS
-        if hasattr(attempts := _sdk_class(module, owner), method):
-            _remove_our_layer(attempts, method)
+        for module, owner, method in (_ATTEMPTS, *_REQUESTS):
+            if hasattr(hooked := _sdk_class(module, owner), method):
+                _remove_our_layer(hooked, method)
         for module, owner, _ in SOCKET_CLASSES:
             if (socket_class := _sdk_class(module, owner)) is not None:
                 for method in ("send", "recv", "close"):
