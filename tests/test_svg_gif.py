@@ -476,3 +476,32 @@ async def test_responses_gif_without_usage_is_unpriced(
     assert picked(child, expected_item) == expected_item
     assert points(telemetry, COST, "openai.image.cost.part") == {"mainline": TREE_MAINLINE}
     assert points(telemetry, UNPRICED, "openai.image.unpriced.reason") == {"no_usage_gif": 1}
+
+
+# -- the bundled server's SVG and GIF answers -------------------------------------------------------
+
+
+@pytest.mark.skipif(
+    "svg_usage" not in openai.types.ImagesResponse.model_fields,
+    reason="this SDK line has no ImagesResponse.svg_usage to validate against",
+)
+def test_server_svg_answer_is_the_sdk_declared_shape(servers: dict[str, LocalOpenAIServer]) -> None:
+    with openai.OpenAI(base_url=servers["default"].base_url, **CLIENT) as sdk:
+        result = sdk.images.generate(model="gpt-image-1", prompt=FOX, output_format="svg", quality="low")
+        checked = type(result).model_validate(result.to_dict(warnings=False))
+        assert checked.svg_usage is not None
+        assert checked.svg_usage.to_dict() == {
+            "input_tokens": 506,
+            "model": "gpt-5-mini",
+            "output_tokens": 1200,
+            "reasoning_tokens": 256,
+            "total_tokens": 1706,
+        }
+
+
+def test_server_refuses_what_the_api_refuses(servers: dict[str, LocalOpenAIServer]) -> None:
+    """SVG and GIF do not stream on the Images API; SVG takes n=1 only."""
+    with openai.OpenAI(base_url=servers["default"].base_url, **CLIENT) as sdk:
+        for output_format, extra in (("svg", {"stream": True}), ("gif", {"stream": True}), ("svg", {"n": 2})):
+            with pytest.raises(openai.BadRequestError):
+                sdk.images.generate(model="gpt-image-1", prompt=FOX, output_format=output_format, **extra)
