@@ -191,7 +191,9 @@ class LocalPrometheus:
 
     def last_scrape(self, job: str = APPS_JOB) -> float:
         """Time of the newest successful scrape of `job` (0 if none)."""
-        result = self.query(f'max(timestamp(up{{job="{job}"}} == 1))')
+        # timestamp() of the selector itself: of `up == 1` it would be the query's own time
+        up = f'up{{job="{job}"}}'
+        result = self.query(f"max(timestamp({up}) and {up} == 1)")
         return float(result[0]["value"][1]) if result else 0.0
 
 
