@@ -128,3 +128,20 @@ def test_retrieve_through_a_cached_method_is_priced_once(
     assert dict(spans[0].attributes or {})["openai.image.cost.source"] == "usage"
     assert "gen_ai.usage.cost" not in dict(spans[1].attributes or {})  # the repeat is not priced again
     assert telemetry.total("openai.image.cost") == pytest.approx(RESPONSES_CALL, rel=1e-12)
+
+
+def test_requests_that_are_not_image_calls_stay_untracked(
+    server: LocalOpenAIServer, telemetry: Telemetry, instrument: Any
+) -> None:
+    """The request hook tracks only what the method wrappers would: no tool, no span."""
+    with openai.OpenAI(base_url=server.base_url, **CLIENT) as client:
+        plain = {"model": "gpt-4o-mini", "input": "hello"}
+        response = client.responses.with_raw_response.create(**plain).parse()
+        instrument()
+        client.responses.with_raw_response.create(**plain).parse()  # no image tool
+        client.responses.with_raw_response.retrieve(response.id).parse()  # a response without the tool
+        with pytest.raises(openai.NotFoundError):  # GET /responses/{id}/input_items: not a retrieve
+            client.responses.input_items.with_raw_response.list(response.id)
+    assert telemetry.spans() == []
+    assert telemetry.sums("openai.image.cost") == []
+    assert telemetry.sums("openai.image.unpriced") == []
