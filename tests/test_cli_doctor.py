@@ -86,7 +86,12 @@ def test_distro_default_otlp_without_its_exporter_is_named_with_the_fix() -> Non
         (
             {"OTEL_PYTHON_DISABLED_INSTRUMENTATIONS": "requests , openai_image_cost"},
             "enabled",
-            "turns the plugin off: remove openai_image_cost from it",
+            "turns the plugin off: remove openai_image_cost (or *) from it",
+        ),
+        (
+            {"OTEL_PYTHON_DISABLED_INSTRUMENTATIONS": "*"},
+            "enabled",
+            "OTEL_PYTHON_DISABLED_INSTRUMENTATIONS='*'",
         ),
         ({"OTEL_SDK_DISABLED": "true"}, "enabled", "OTEL_SDK_DISABLED=true"),
         (

@@ -124,7 +124,8 @@ def json_objects(text: str) -> list[Any]:
 
 
 def console_cost_spans(stdout: str) -> list[dict[str, Any]]:
-    return [o for o in json_objects(stdout) if "gen_ai.usage.cost" in o.get("attributes", {})]
+    """Printed spans with a cost (a span has a `kind`; a printed billing log record has none)."""
+    return [o for o in json_objects(stdout) if "kind" in o and "gen_ai.usage.cost" in o.get("attributes", {})]
 
 
 def console_cost_points(stdout: str) -> list[dict[str, Any]]:

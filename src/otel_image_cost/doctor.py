@@ -93,13 +93,13 @@ def _enabled(environ: Mapping[str, str]) -> Check:
     if environ.get("OTEL_SDK_DISABLED", "").strip().lower() == "true":
         return Check("enabled", False, "OTEL_SDK_DISABLED=true: the SDK records nothing; unset it")
     disabled = environ.get("OTEL_PYTHON_DISABLED_INSTRUMENTATIONS", "")
-    # Parsed as opentelemetry-instrument does: comma-separated names, spaces stripped.
-    if ENTRY_POINT_NAME in [name.strip() for name in disabled.split(",")]:
+    # Parsed as opentelemetry-instrument does: comma-separated names, spaces stripped; `*` is all.
+    if {ENTRY_POINT_NAME, "*"} & {name.strip() for name in disabled.split(",")}:
         return Check(
             "enabled",
             False,
             f"OTEL_PYTHON_DISABLED_INSTRUMENTATIONS={disabled!r} turns the plugin off: "
-            f"remove {ENTRY_POINT_NAME} from it",
+            f"remove {ENTRY_POINT_NAME} (or *) from it",
         )
     return Check("enabled", True, "not disabled (OTEL_PYTHON_DISABLED_INSTRUMENTATIONS, OTEL_SDK_DISABLED)")
 
