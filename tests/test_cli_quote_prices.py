@@ -117,6 +117,17 @@ def test_quote_equals_the_estimate_the_plugin_records(
     assert {name: Decimal(v) for name, v in document["components"].items()} == dict(quoted.components)
 
 
+def test_a_gif_is_refused_for_the_reason_the_plugin_leaves_it_unpriced(
+    no_usage_server: LocalOpenAIServer,
+) -> None:
+    span = recorded_estimate(
+        no_usage_server, ("gpt-image-2", "low", "1024x1024", 1, 0, "gif", "a dancing cat")
+    )
+    assert (span["openai.image.cost.source"], "gen_ai.usage.cost" in span) == ("unknown", False)
+    with pytest.raises(otel_image_cost.errors.InputError, match=r"cannot be quoted: no_usage_gif$"):
+        otel_image_cost.quote("gpt-image-2", quality="low", size="1024x1024", output_format="gif")
+
+
 def test_quote_prints_components_and_total() -> None:
     done = run_command(
         "quote",
@@ -152,11 +163,16 @@ def test_quote_auto_prices_as_the_estimate_default_high_square() -> None:
     [
         (["gpt-image-9"], ["unknown model 'gpt-image-9'", "gpt-image-1"]),
         (["gpt-image-1", "--size", "1024*1024"], ["malformed size '1024*1024'"]),
-        (["gpt-image-1", "--size", "1000x1000"], ["cannot be priced", "unknown_size"]),
-        (["gpt-image-1", "--quality", "ultra"], ["cannot be priced", "unknown_quality"]),
+        (["gpt-image-1", "--size", "1000x1000"], ["cannot be quoted", "unknown_size"]),
+        (["gpt-image-1", "--quality", "ultra"], ["cannot be quoted", "unknown_quality"]),
         (["gpt-image-1", "-n", "0"], ["n must be an integer >= 1"]),
         (["gpt-image-1", "-n", "two"], ["invalid int value: 'two'"]),
-        (["gpt-image-1", "--output-format", "gif"], ["output format 'gif' cannot be quoted"]),
+        (
+            ["gpt-image-2", "--output-format", "gif"],
+            ["gpt-image-2 at quality auto, size auto, gif", "no_usage_gif"],
+        ),
+        (["gpt-image-2", "--output-format", "svg"], ["output format 'svg' cannot be quoted"]),
+        (["gpt-image-1", "-n", str(10**10)], ["cannot be quoted", "invalid_usage"]),
         (
             ["gpt-image-1", "--prices", "/nonexistent/prices.yaml"],
             ["/nonexistent/prices.yaml", "cannot read"],

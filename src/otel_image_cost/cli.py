@@ -67,7 +67,7 @@ def _parser() -> argparse.ArgumentParser:
     prompt = q.add_mutually_exclusive_group()
     prompt.add_argument("--prompt", help="the prompt text")
     prompt.add_argument("--prompt-chars", type=int, help="the prompt's length in characters")
-    q.add_argument("--output-format", help="png, jpeg or webp")
+    q.add_argument("--output-format", help="png, jpeg, webp (gif and svg cannot be known before the call)")
     q.add_argument("--prices", default=os.environ.get(ENV_PRICES), help=prices_help)
     q.add_argument("--json", action="store_true", help="print JSON (USD as exact decimal strings)")
     q.set_defaults(run=_run_quote)

@@ -15,10 +15,11 @@ from .cost import ImageGeneration, price_image_generation
 from .errors import InputError
 from .prices import PriceTable, load_price_table
 
-__all__ = ["QUOTABLE_FORMATS", "Quote", "quote"]
+__all__ = ["OUTPUT_FORMATS", "Quote", "quote"]
 
-QUOTABLE_FORMATS: Final = ("png", "jpeg", "webp")
-"""Output formats whose cost is known before the call (a GIF's frames and an SVG author's tokens are not)."""
+OUTPUT_FORMATS: Final = ("png", "jpeg", "webp", "gif")
+"""Formats a quote accepts; the cost engine decides (a GIF without usage has no published estimate).
+SVG is refused: its author model's tokens are known only from the response's `svg_usage`."""
 
 _SIZE: Final = re.compile(r"auto|[1-9]\d*x[1-9]\d*")
 
@@ -58,7 +59,7 @@ def quote(
     characters). Uses `prices`, else the built-in table with `prices_path` merged over it.
 
     Raises `InputError` for anything the estimate cannot price (unknown model, malformed size, a
-    quality or size the model has no price for, GIF or SVG output).
+    quality or size the model has no price for, GIF or SVG output), naming the engine's reason.
     """
     if prompt is not None and prompt_chars is not None:
         raise InputError("give the prompt or its length (prompt_chars), not both")
@@ -68,24 +69,29 @@ def quote(
     _require_count("prompt_chars", chars, 0)
     if size is not None and not _SIZE.fullmatch(size):
         raise InputError(f"malformed size {size!r}: expected WIDTHxHEIGHT (e.g. 1024x1536) or auto")
-    if output_format is not None and output_format not in QUOTABLE_FORMATS:
+    if output_format is not None and output_format not in OUTPUT_FORMATS:
         raise InputError(
-            f"output format {output_format!r} cannot be quoted: expected one of "
-            f"{', '.join(QUOTABLE_FORMATS)} (a GIF's frames and an SVG author's tokens are known "
-            "only from the response's usage)"
+            f"output format {output_format!r} cannot be quoted: expected one of {', '.join(OUTPUT_FORMATS)} "
+            "(an SVG author's tokens are known only from the response's usage)"
         )
     table = prices if prices is not None else load_price_table(prices_path)
     if table.lookup(model) is None:
         raise InputError(f"unknown model {model!r}: the price table has {', '.join(sorted(table.models))}")
     generation = ImageGeneration(
-        model=model, quality=quality, size=size, images=n, partial_images=partial_images, prompt_chars=chars
+        model=model,
+        quality=quality,
+        size=size,
+        images=n,
+        partial_images=partial_images,
+        prompt_chars=chars,
+        output_format=output_format,
     )
     cost = price_image_generation(generation, table)
     total = cost.total
     if total is None:
         raise InputError(
-            f"{model} at quality {quality or 'auto'}, size {size or 'auto'} cannot be priced "
-            f"without usage: {cost.unpriced_reason}"
+            f"{model} at quality {quality or 'auto'}, size {size or 'auto'}"
+            f"{', ' + output_format if output_format else ''} cannot be quoted: {cost.unpriced_reason}"
         )
     return Quote(
         model=model,

@@ -48,6 +48,7 @@ class RecordedCall:
     size: str | None
     images: int
     partial_images: int
+    output_format: str | None
     raw_usage: str | None
     where: str  # "file:line", for error messages
 
@@ -127,6 +128,7 @@ def _new_cost(call: RecordedCall, prices: PriceTable) -> Decimal | None:
         images=call.images,
         partial_images=call.partial_images,
         usage=usage,
+        output_format=call.output_format,
     )
     image = price_image_generation(generation, prices).total
     return None if image is None else image + call.other_parts
@@ -208,6 +210,7 @@ def _call(attributes: Mapping[str, Any], where: str) -> RecordedCall:
         size=_text(attributes, "openai.image.size", where),
         images=_count(attributes, "openai.image.count", where),
         partial_images=_count(attributes, "openai.image.partial_images", where),
+        output_format=_text(attributes, "openai.image.output_format", where),
         raw_usage=_text(attributes, "openai.image.usage.raw", where),
         where=where,
     )
