@@ -255,6 +255,14 @@ class ImageJob:
         }
 
 
+REQUEST_ID_HEADER = "x-request-id"
+
+
+def new_request_id() -> str:
+    """A fresh id for every answer, as the API's `x-request-id` (the plugin's `openai.request.id`)."""
+    return f"req_{secrets.token_hex(16)}"
+
+
 def _ceil_div(numerator: int, denominator: int) -> int:
     return -(-numerator // denominator)
 
@@ -773,7 +781,7 @@ class _Exchange:
     def _start(self, status: int, content_type: str, headers: Mapping[str, str]) -> None:
         self.handler.send_response(status)
         self.handler.send_header("Content-Type", content_type)
-        self.handler.send_header("x-request-id", f"req_{secrets.token_hex(16)}")
+        self.handler.send_header(REQUEST_ID_HEADER, new_request_id())
         self.handler.send_header("openai-processing-ms", str(self.app.options.latency_ms))
         for name, value in headers.items():
             self.handler.send_header(name, value)
@@ -837,6 +845,7 @@ class _WebSocket:
         handler.send_header("Upgrade", "websocket")
         handler.send_header("Connection", "Upgrade")
         handler.send_header("Sec-WebSocket-Accept", accept)
+        handler.send_header(REQUEST_ID_HEADER, new_request_id())
         handler.end_headers()
         handler.wfile.flush()
         return cls(handler)

@@ -12,6 +12,8 @@ from typing import Any
 
 import openai
 import pytest
+from opentelemetry.sdk._logs import LoggerProvider
+from opentelemetry.sdk._logs import export as log_export
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
@@ -22,6 +24,9 @@ from otel_image_cost import OpenAIImageCostInstrumentor
 
 ROOT = Path(__file__).resolve().parent.parent
 RECORDED = ROOT / "tests" / "fixtures" / "recorded"
+BILLING_EVENT = "openai.image.billing"
+# The SDK's in-memory log exporter (renamed `InMemoryLogRecordExporter` after OTel 1.38).
+InMemoryLogs: Any = getattr(log_export, "InMemoryLogRecordExporter", None) or log_export.InMemoryLogExporter
 sys.path.insert(0, str(ROOT / "examples"))
 
 
@@ -34,6 +39,23 @@ class Telemetry:
         self.tracer_provider.add_span_processor(SimpleSpanProcessor(self.span_exporter))
         self.metric_reader = InMemoryMetricReader()
         self.meter_provider = MeterProvider(metric_readers=[self.metric_reader])
+        self.log_exporter = InMemoryLogs()
+        self.logger_provider = LoggerProvider(shutdown_on_exit=False)
+        self.logger_provider.add_log_record_processor(log_export.SimpleLogRecordProcessor(self.log_exporter))
+
+    def records(self) -> list[Any]:
+        """The billing records emitted (the SDK's log records of event `openai.image.billing`)."""
+        return [
+            data.log_record
+            for data in self.log_exporter.get_finished_logs()
+            if data.log_record.event_name == BILLING_EVENT
+        ]
+
+    def record(self) -> dict[str, Any]:
+        """The attributes of the one billing record a test expects."""
+        records = self.records()
+        assert len(records) == 1, [dict(r.attributes or {}) for r in records]
+        return dict(records[0].attributes or {})
 
     def spans(self) -> list[ReadableSpan]:
         return list(self.span_exporter.get_finished_spans())
@@ -79,9 +101,12 @@ def instrument(telemetry: Telemetry) -> Iterator[Callable[..., OpenAIImageCostIn
     instrumentor = OpenAIImageCostInstrumentor()
 
     def start(**settings: Any) -> OpenAIImageCostInstrumentor:
-        instrumentor.instrument(
-            tracer_provider=telemetry.tracer_provider, meter_provider=telemetry.meter_provider, **settings
-        )
+        providers = {
+            "tracer_provider": telemetry.tracer_provider,
+            "meter_provider": telemetry.meter_provider,
+            "logger_provider": telemetry.logger_provider,
+        }
+        instrumentor.instrument(**{**providers, **settings})
         return instrumentor
 
     yield start

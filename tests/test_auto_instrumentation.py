@@ -83,7 +83,28 @@ def console_spans(stdout: str) -> list[dict[str, Any]]:
 
 
 def image_spans(stdout: str) -> list[dict[str, Any]]:
-    return [span for span in console_spans(stdout) if "openai.image.operation" in span["attributes"]]
+    return [
+        span
+        for span in console_spans(stdout)
+        if "kind" in span and "openai.image.operation" in span["attributes"]  # a span, not a log record
+    ]
+
+
+def test_billing_records_leave_the_process_through_the_configured_logs_exporter(
+    tmp_path: Path, local_server: LocalOpenAIServer
+) -> None:
+    """No code change: the records go to the global LoggerProvider that `opentelemetry-instrument`
+    sets up, and out through `OTEL_LOGS_EXPORTER` (here `console`), even with no trace exporter."""
+    local_server.reset()
+    stdout = run_app(tmp_path, local_server, OTEL_TRACES_EXPORTER="none", OTEL_LOGS_EXPORTER="console")
+    assert image_spans(stdout) == []
+    records = [item for item in console_spans(stdout) if item.get("event_name") == "openai.image.billing"]
+    assert [record["attributes"]["gen_ai.usage.cost"] for record in records] == [0.01091, 0.055695]
+    assert [record["attributes"]["openai.image.outcome"] for record in records] == ["ok", "ok"]
+    for record in records:
+        assert record["attributes"]["openai.request.id"].startswith("req_")
+        assert int(record["trace_id"], 16) != 0 and int(record["span_id"], 16) != 0
+        assert record["resource"]["attributes"]["service.name"] == "image-app"
 
 
 def test_entry_point_is_registered() -> None:

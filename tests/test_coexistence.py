@@ -57,7 +57,9 @@ TIMEOUT_S = 10.0
 IMAGE_TOOL: list[Any] = [{"type": "image_generation"}]
 VOLATILE_KEYS = frozenset({"id", "created", "created_at", "completed_at", "item_id", "response_id"})
 # Attributes that differ between two identical calls.
-VOLATILE_ATTRIBUTES = frozenset({"gen_ai.response.id", "gen_ai.tool.call.id", "server.port"})
+VOLATILE_ATTRIBUTES = frozenset(
+    {"gen_ai.response.id", "gen_ai.tool.call.id", "server.port", "openai.request.id"}
+)
 
 
 def peer_instrumentor(name: str) -> Any:

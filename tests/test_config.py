@@ -74,6 +74,13 @@ def test_empty_metric_attributes_means_no_attribution_on_metrics() -> None:
             "'true' or 'false'",
         ),
         (
+            "OTEL_IMAGE_COST_BILLING_RECORDS",
+            "maybe",
+            "billing_records",
+            True,  # records stay on: the ledger is not lost to a typo
+            "'true' or 'false'; keeping true",
+        ),
+        (
             "OTEL_IMAGE_COST_METRIC_ATTRIBUTES",
             " , ,",
             "metric_attributes",

@@ -738,10 +738,11 @@ async def test_stream_of_two_images_reports_both_usages_raw(
     assert usage_raw_events(telemetry.span()) == f"[{one},{one}]"
 
 
-# A stream ended after its first partial image, before any completed event: no usage, so an estimate of
-# what was received: 0 final images, 1 partial (100 x 40e-6 = 0.004) and the prompt (6 x 5e-6 = 0.00003).
-EARLY_COST = 0.00403
-EARLY_COMPONENTS = {"input_text": 0.00003, "partial_images": 0.004}
+# A stream the app left after its first partial image, before any completed event: abandoned, so an
+# estimate (cost-model rule 12) of the n=1 image asked for (low, auto size as 1024x1024: 272 x 40e-6 =
+# 0.01088), the partial received (100 x 40e-6 = 0.004) and the prompt (6 x 5e-6 = 0.00003): 0.01491.
+EARLY_COST = 0.01491
+EARLY_COMPONENTS = {"input_text": 0.00003, "output_image": 0.01088, "partial_images": 0.004}
 
 
 def assert_ended_early(telemetry: Telemetry) -> None:
@@ -753,6 +754,7 @@ def assert_ended_early(telemetry: Telemetry) -> None:
             "openai.image.count": 0,
             "openai.image.partial_images": 1,
             "openai.image.cost.source": "estimate",
+            "openai.image.outcome": "abandoned",
             "gen_ai.usage.cost": EARLY_COST,
             "error.type": ABSENT,
         },

@@ -30,7 +30,7 @@ CONTRIB_COMPONENTS: dict[str, frozenset[str]] = {
         {"memory_limiter", "batch", "resource", "resourcedetection", "attributes", "filter", "k8sattributes"}
     ),
     "exporters": frozenset(
-        {"debug", "otlp", "otlp_grpc", "otlphttp", "otlp_http", "prometheus", "prometheusremotewrite"}
+        {"debug", "otlp", "otlp_grpc", "otlphttp", "otlp_http", "prometheus", "prometheusremotewrite", "file"}
     ),
     "extensions": frozenset({"health_check", "pprof", "zpages"}),
     "connectors": frozenset(),
@@ -208,6 +208,23 @@ def test_traces_go_to_an_otlp_backend_named_by_an_environment_variable() -> None
     assert component_type(exporters[0]) in {"otlp_grpc", "otlp", "otlp_http", "otlphttp"}
     endpoint = config["exporters"][exporters[0]]["endpoint"]
     assert re.fullmatch(r"\$\{env:OTEL_IMAGE_COST_TRACES_ENDPOINT(:-[^}]+)?\}", endpoint), endpoint
+
+
+def test_billing_records_go_to_a_json_lines_file_and_an_otlp_logs_backend() -> None:
+    """The logs pipeline carries the billing records: OTLP JSON lines in a file (what the `reprice`
+    command reads) and an OTLP backend, both places named by environment variables."""
+    config = load()
+    pipeline = config["service"]["pipelines"]["logs"]
+    assert pipeline["receivers"] == ["otlp"]
+    assert pipeline["exporters"] == ["file/billing", "otlp_grpc/logs"]
+    billing_file = config["exporters"]["file/billing"]
+    assert billing_file["format"] == "json"
+    assert re.fullmatch(r"\$\{env:OTEL_IMAGE_COST_BILLING_FILE:-/[^}]+\.jsonl\}", billing_file["path"])
+    endpoint = config["exporters"]["otlp_grpc/logs"]["endpoint"]
+    assert re.fullmatch(r"\$\{env:OTEL_IMAGE_COST_LOGS_ENDPOINT(:-[^}]+)?\}", endpoint), endpoint
+    without_logs = copy.deepcopy(config)
+    del without_logs["exporters"]["file/billing"]
+    assert problems(without_logs) == ["pipeline logs uses undefined exporter 'file/billing'"]
 
 
 def test_environment_references_are_well_formed() -> None:

@@ -128,6 +128,10 @@ def console_cost_spans(stdout: str) -> list[dict[str, Any]]:
     return [o for o in json_objects(stdout) if "kind" in o and "gen_ai.usage.cost" in o.get("attributes", {})]
 
 
+def console_billing_records(stdout: str) -> list[dict[str, Any]]:
+    return [o for o in json_objects(stdout) if o.get("event_name") == "openai.image.billing"]
+
+
 def console_cost_points(stdout: str) -> list[dict[str, Any]]:
     return [
         point
@@ -147,6 +151,12 @@ def test_see_it_now_console(quickstart: Quickstart) -> None:
     [span] = console_cost_spans(done.stdout)
     assert span["name"] == "generate_content gpt-image-1"
     assert span["attributes"]["gen_ai.usage.cost"] == APP_CALL_COST
+    [record] = console_billing_records(done.stdout)  # the call's billing record, the same cost
+    assert record["attributes"]["gen_ai.usage.cost"] == APP_CALL_COST
+    assert (record["trace_id"], record["span_id"]) == (
+        span["context"]["trace_id"],
+        span["context"]["span_id"],
+    )
     [point] = console_cost_points(done.stdout)
     assert point["value"] == APP_CALL_COST and point["attributes"]["openai.image.model"] == "gpt-image-1"
 

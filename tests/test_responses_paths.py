@@ -145,9 +145,14 @@ def token_sums(telemetry: Telemetry) -> dict[tuple[str, str], int]:
     return sums
 
 
-def assert_no_cost(span: ReadableSpan) -> None:
-    assert not [key for key in attributes(span) if key.startswith("openai.image.cost.")], span.name
-    assert "gen_ai.usage.cost" not in attributes(span)
+def assert_no_cost(span: ReadableSpan, source: str) -> None:
+    """No cost on the span; its `openai.image.cost.source` says why."""
+    a = attributes(span)
+    assert a.pop("openai.image.cost.source") == source, span.name
+    if source == "unknown":  # the price table that found nothing to price
+        assert a.pop("openai.image.cost.pricing_version") == PRICING_VERSION
+    assert not [key for key in a if key.startswith("openai.image.cost.")], span.name
+    assert "gen_ai.usage.cost" not in a
 
 
 def assert_lighthouse(telemetry: Telemetry, response: Any, *, stream: bool) -> None:
@@ -165,6 +170,10 @@ def assert_lighthouse(telemetry: Telemetry, response: Any, *, stream: bool) -> N
     }
     assert isinstance(a["server.port"], int)
     assert json.loads(str(a.pop("openai.image.usage.raw"))) == usage_raw  # key order is the SDK's
+    request_id = a.pop("openai.request.id")
+    assert isinstance(request_id, str) and request_id.startswith("req_")  # the server's x-request-id
+    if getattr(response, "_request_id", None) is not None:  # a parsed response, not one from a stream
+        assert request_id == response._request_id
     assert {k: v for k, v in a.items() if k != "server.port"} == {
         "gen_ai.provider.name": "openai",
         "gen_ai.operation.name": "chat",
@@ -196,6 +205,7 @@ def assert_lighthouse(telemetry: Telemetry, response: Any, *, stream: bool) -> N
         "openai.image.usage.input_image_tokens": 0,
         "openai.image.usage.output_image_tokens": 1056,
         "openai.image.usage.output_text_tokens": 211,
+        "openai.image.outcome": "ok",
     }
     assert call.kind.name == "CLIENT" and call.status.status_code is StatusCode.UNSET
     c = attributes(child)
@@ -311,15 +321,20 @@ def test_stream_helper_left_early_ends_the_call(
     telemetry: Telemetry, instrumented: object, sdk: openai.OpenAI
 ) -> None:
     """The helper closes its stream through `.response`: leaving its block ends the call at once
-    (not when the garbage collector gets to it), unpriced since it never completed."""
+    (not when the garbage collector gets to it), abandoned before any image generation began:
+    both parts unpriced (cost-model rule 12)."""
     with sdk.responses.stream(model=MODEL, input=LIGHTHOUSE, tools=[BARE_TOOL]) as stream:
         first = next(iter(stream))
     assert first.type == "response.created"
     assert stream is not None  # still referenced: nothing may depend on collection
     (call,) = telemetry.spans()
     assert call.name == CALL
-    assert_no_cost(call)
+    assert_no_cost(call, "unknown")
+    assert attributes(call)["openai.image.outcome"] == "abandoned"
     assert telemetry.points("openai.image.cost") == []
+    assert [(a["openai.image.unpriced.reason"], v) for a, v in telemetry.sums("openai.image.unpriced")] == [
+        ("stream_abandoned", 2)  # the image part and the mainline part, one point each
+    ]
 
 
 async def test_stream_helper_async_left_early_ends_the_call(
@@ -330,7 +345,8 @@ async def test_stream_helper_async_left_early_ends_the_call(
     assert first.type == "response.created"
     assert stream is not None
     (call,) = telemetry.spans()
-    assert_no_cost(call)
+    assert_no_cost(call, "unknown")
+    assert attributes(call)["openai.image.outcome"] == "abandoned"
 
 
 class Caption(pydantic.BaseModel):
@@ -424,7 +440,8 @@ def test_background_priced_once_on_retrieve(
     (create,) = telemetry.spans()
     assert create.name == CALL
     assert attributes(create)["openai.response.status"] == "queued"
-    assert_no_cost(create)
+    assert_no_cost(create, "deferred")
+    assert attributes(create)["openai.image.count"] == 0
     assert telemetry.points("openai.image.cost") == telemetry.points("openai.image.generated") == []
     assert token_sums(telemetry) == {}
 
@@ -434,7 +451,7 @@ def test_background_priced_once_on_retrieve(
     assert [span.name for span in telemetry.spans()] == [CALL, CALL, CHILD, CALL]
     _, polled, child, priced = telemetry.spans()
     assert attributes(polled)["openai.response.status"] == "in_progress"
-    assert_no_cost(polled)
+    assert_no_cost(polled, "deferred")
     assert child.parent is not None and child.parent.span_id == parent_id(priced)
     a = attributes(priced)
     assert "gen_ai.request.model" not in a  # retrieve names no model
@@ -452,7 +469,18 @@ def test_background_priced_once_on_retrieve(
     assert [span.name for span in telemetry.spans()] == [CALL, CALL, CHILD, CALL, CALL]
     last = telemetry.spans()[-1]
     assert attributes(last)["gen_ai.response.id"] == queued.id
-    assert_no_cost(last)
+    assert_no_cost(last, "already_counted")
+
+    # ... but still describes the response (cost-model rule 8): model, quality, size, count, tokens
+    def description(span: ReadableSpan) -> dict[str, Any]:
+        return {
+            k: v
+            for k, v in attributes(span).items()
+            if not k.startswith("openai.image.cost.") and k not in ("gen_ai.usage.cost", "openai.request.id")
+        }
+
+    assert description(last) == description(priced)
+    assert {"openai.image.model", "openai.image.count", "gen_ai.usage.input_tokens"} <= set(description(last))
     assert cost_totals(telemetry) == (LOW_IMAGE, SHORT_MAINLINE)
     assert telemetry.total("openai.image.generated") == 1
     assert token_sums(telemetry) == tokens
@@ -474,7 +502,9 @@ def test_background_stream_resumed_with_the_helper(
                 break
     response_id = seen[0].response.id
     (create,) = telemetry.spans()
-    assert_no_cost(create)
+    assert_no_cost(create, "deferred")  # left early, but a background response goes on
+    assert attributes(create)["openai.image.outcome"] == "abandoned"
+    assert telemetry.points("openai.image.unpriced") == []
     assert telemetry.points("openai.image.cost") == []
 
     with sdk.responses.stream(response_id=response_id, starting_after=4) as helper:
@@ -494,7 +524,7 @@ def test_background_stream_resumed_with_the_helper(
     assert telemetry.total("openai.image.partial_images") == 2
 
     assert sdk.responses.retrieve(response_id).status == "completed"
-    assert_no_cost(telemetry.spans()[-1])
+    assert_no_cost(telemetry.spans()[-1], "already_counted")
     assert len(child_spans(telemetry)) == 1
     assert cost_totals(telemetry) == (0.01893, SHORT_MAINLINE)
     assert telemetry.total("openai.image.generated") == 1
@@ -513,7 +543,7 @@ async def test_background_async_stream_resumed_then_retrieved(
             if len(seen) == 3:
                 break
     response_id = seen[0].response.id
-    assert_no_cost(telemetry.spans()[0])
+    assert_no_cost(telemetry.spans()[0], "deferred")
     async with async_sdk.responses.stream(response_id=response_id, starting_after=2) as helper:
         numbers = [event.sequence_number async for event in helper]
         final = await helper.get_final_response()
@@ -524,7 +554,7 @@ async def test_background_async_stream_resumed_then_retrieved(
     assert attributes(resumed)["gen_ai.usage.cost"] == LOW_TOTAL
     retrieved = await async_sdk.responses.retrieve(response_id)
     assert retrieved.status == "completed"
-    assert_no_cost(telemetry.spans()[-1])
+    assert_no_cost(telemetry.spans()[-1], "already_counted")
     assert len(child_spans(telemetry)) == 1
     assert cost_totals(telemetry) == (LOW_IMAGE, SHORT_MAINLINE)
     assert telemetry.total("openai.image.generated") == 1

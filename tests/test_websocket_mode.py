@@ -33,6 +33,7 @@ from websockets.exceptions import ConnectionClosedError
 TOOL = {"type": "image_generation", "model": "gpt-image-1", "quality": "low", "partial_images": 1}
 FINAL = ("response.completed", "response.failed", "response.incomplete")
 COST = "openai.image.cost"
+UNPRICED = "openai.image.unpriced"
 
 # One image for "a cat": image 8 x 5e-6 + 372 x 40e-6 = 0.00004 + 0.01488 = 0.01492;
 # gpt-5: input 1500 + 2 = 1502 x 1.25e-6 = 0.0018775, output ("Here is the image you asked for."
@@ -189,8 +190,19 @@ def test_connection_dropped_mid_response(
     attributes = dict(span.attributes or {})
     assert attributes["openai.image.cost.source"] == "estimate"
     assert attributes["openai.image.count"] == 1
+    assert attributes["openai.image.outcome"] == "abandoned"
     assert telemetry.total(COST, user__id="carol", openai__image__cost__part="image") == 0.01492
     assert telemetry.total(COST, openai__image__cost__part="mainline") == 0
+    # the mainline part: no usage was seen
+    assert [(a["openai.image.unpriced.reason"], v) for a, v in telemetry.sums(UNPRICED)] == [
+        ("stream_abandoned", 1)
+    ]
+    record = telemetry.record()
+    assert (record["gen_ai.usage.cost"], record["openai.image.unpriced.reason"]) == (
+        0.01492,
+        "stream_abandoned",
+    )
+    assert "openai.request.id" not in record  # a WebSocket carries none
 
 
 async def test_connection_closed_by_the_app_mid_response(
@@ -207,6 +219,15 @@ async def test_connection_closed_by_the_app_mid_response(
     assert span.end_time is not None
     assert span.attributes is not None and span.attributes["user.id"] == "dave"
     assert telemetry.points(COST) == []
+    # abandoned before any image began: both parts unpriced, and the span still says so (rule 12)
+    assert (span.attributes["openai.image.outcome"], span.attributes["openai.image.cost.source"]) == (
+        "abandoned",
+        "unknown",
+    )
+    assert [(a["openai.image.unpriced.reason"], v) for a, v in telemetry.sums(UNPRICED)] == [
+        ("stream_abandoned", 2)
+    ]
+    assert "gen_ai.usage.cost" not in telemetry.record()
 
 
 def test_an_error_event_fails_its_call(

@@ -16,11 +16,13 @@ from typing import Any
 
 from opentelemetry import context as otel_context
 from opentelemetry import trace
+from opentelemetry._logs import Logger
 from opentelemetry.context import Context
 from opentelemetry.trace import Span, SpanKind, Status, StatusCode, Tracer
 
 from . import telemetry as t
 from .attribution import current_attribution, exported_attribution, safe_value, span_attribution
+from .billing import billing_attributes, emit_billing_record
 from .config import Settings
 from .cost import Cost, ImageGeneration, price_image_generation
 from .extract import (
@@ -75,6 +77,7 @@ class Runtime:
     prices: PriceTable | None  # None when the price file could not be loaded: costs stay unknown
     default_tool_model: str | None = None  # the Responses image tool's default, as the SDK documents it
     priced_responses: PricedResponses = field(default_factory=PricedResponses)
+    billing: Logger | None = None  # where billing records go; None when they are turned off
 
     def price(self, generation: ImageGeneration) -> Cost:
         if self.prices is None:
@@ -171,6 +174,9 @@ class TrackedCall:
         self.attribution = current_attribution(request_user, trust_baggage=runtime.settings.trust_baggage)
         self.span_name = f"{operation_name} {request_model}" if request_model else operation_name
         self._ended = threading.Lock()
+        self.outcome = t.OUTCOME_OK
+        self.request_id: str | None = None
+        self._unpriced_reasons: tuple[str, ...] = ()
         self.resend_count = 0  # HTTP attempts the SDK retried, noted by the instrumentor
         self._started = time.perf_counter()
         self.started_ns = time.time_ns()
@@ -220,13 +226,32 @@ class TrackedCall:
     def observe_event(self, event: Any) -> None:
         """One stream event passed on its way to the application."""
 
+    def observe_request_id(self, request_id: Any) -> None:
+        """The `x-request-id` of the HTTP response that carries the result (a header: untrusted)."""
+        if isinstance(request_id, str) and request_id:
+            self.request_id = safe_value(request_id)
+
+    def final_event_seen(self) -> bool:
+        """Whether a stream delivered its final event (call kinds with streams say when)."""
+        return True
+
+    def partial_images_seen(self) -> int | None:
+        """Partial images a stream delivered so far; None for a call that does not stream."""
+        return None
+
     def fail(self, exc: BaseException) -> None:
         """The SDK raised: record the failure, cost nothing, end the span."""
         if not self._ended.acquire(blocking=False) or self.span is None:
             return
         try:  # plain try/except, not `with swallowed(...)`: the same guard, ~0.8 µs cheaper
             error_type = safe_value(type(exc).__qualname__)
-            self.span.set_attribute(t.ERROR_TYPE, error_type)
+            self.outcome = t.OUTCOME_ERROR
+            self.observe_request_id(getattr(exc, "request_id", None))  # an `APIStatusError`'s
+            attributes: t.Attributes = {t.ERROR_TYPE: error_type}
+            partials = self.partial_images_seen()
+            if partials is not None:
+                attributes[t.IMAGE_PARTIAL_IMAGES] = partials  # seen before the stream broke
+            self.set_attributes(attributes)
             self.span.record_exception(exc)
             self.span.set_status(Status(StatusCode.ERROR, str(exc) or error_type))
             labels = {**self.metric_labels(), t.ERROR_TYPE: error_type}
@@ -234,7 +259,7 @@ class TrackedCall:
         except Exception as error:
             report_internal_error("fail", error)
         finally:
-            self._end_span()
+            self._end()
 
     def finish(self) -> None:
         """The call is over (response read, stream ended, closed or dropped): record it once."""
@@ -245,18 +270,45 @@ class TrackedCall:
         except Exception as exc:
             report_internal_error(f"{type(self).__name__}.finish", exc)
         finally:
-            self._end_span()
+            self._end()
 
-    def _end_span(self) -> None:
-        """End the span. A span processor may raise here (the SDK runs them synchronously and does
-        not catch their errors); that must not replace the application's result or exception."""
-        if self.span is not None:
-            try:
-                if self.resend_count:
-                    self.span.set_attribute(t.HTTP_RESEND_COUNT, self.resend_count)
-                self.span.end()
-            except Exception as exc:
-                report_internal_error("end span", exc)
+    def stop(self) -> None:
+        """The application closed or dropped the result: abandoned when a stream's final event
+        had not arrived (cost-model rule 12), else the same as `finish`."""
+        if self.ended:
+            return
+        try:
+            if self.streaming and not self.final_event_seen():
+                self.outcome = t.OUTCOME_ABANDONED
+        except Exception as exc:
+            report_internal_error(f"{type(self).__name__}.stop", exc)
+        self.finish()
+
+    def _end(self) -> None:
+        """Write the outcome, emit the billing record, end the span. A span processor may raise
+        in `end` (the SDK runs them synchronously and does not catch their errors); that must not
+        replace the application's result or exception."""
+        span = self.span
+        if span is None:
+            return  # a retrieve that turned out not to concern images: not our call
+        try:
+            ending: t.Attributes = {t.IMAGE_OUTCOME: self.outcome}
+            if self.request_id is not None:
+                ending[t.REQUEST_ID] = self.request_id
+            if self.resend_count:
+                ending[t.HTTP_RESEND_COUNT] = self.resend_count
+            self.set_attributes(ending)
+            billing = self.runtime.billing
+            if billing is not None:
+                attribution = exported_attribution(self.attribution, self.runtime.settings)  # as on metrics
+                record = billing_attributes(self.attributes, attribution, self._unpriced_reasons)
+                emit_billing_record(billing, span, record)
+        except Exception as exc:
+            report_internal_error("billing record", exc)
+        try:
+            span.end()
+        except Exception as exc:
+            report_internal_error("end span", exc)
 
     def record(self) -> None:
         """Set the span's result attributes and record the metrics (subclasses)."""
@@ -289,6 +341,11 @@ class TrackedCall:
         tokens: tuple[tuple[str, str, int], ...] = (),
     ) -> None:
         """Record a call that returned: one point per cost part, its counters once each, the histograms."""
+        self._unpriced_reasons = tuple(
+            cost.unpriced_reason
+            for cost in (parts or {}).values()
+            if cost.total is None and cost.unpriced_reason
+        )
         labels = self.metric_labels()
         t.record_success(
             self.runtime.instruments,
@@ -364,6 +421,12 @@ class ImagesCall(TrackedCall):
             except Exception as exc:
                 report_internal_error("ImagesCall.observe_event", exc)
 
+    def final_event_seen(self) -> bool:
+        return self._tally is None or self._tally.images >= self.request.n
+
+    def partial_images_seen(self) -> int | None:
+        return self._tally.partial_images if self._tally is not None else None
+
     def record(self) -> None:
         request = self.request
         outcome = self._outcome or (self._tally.outcome() if self._tally is not None else None)
@@ -372,14 +435,16 @@ class ImagesCall(TrackedCall):
         size = effective(outcome.size if outcome else None, request.size, self._default_size)
         partials = outcome.partial_images if outcome is not None else 0
         usage = outcome.usage if outcome is not None else None
+        # An abandoned stream is estimated at the images asked for (rule 12): they were being drawn.
+        abandoned = self.outcome == t.OUTCOME_ABANDONED
         generation = ImageGeneration(
             model=self.image_model,
             quality=quality,
             size=size,
-            images=received if outcome is not None else request.n,
+            images=request.n if outcome is None or abandoned else received,
             partial_images=partials,
             prompt_chars=len(request.prompt) if request.prompt is not None else None,
-            usage=usage,
+            usage=None if abandoned else usage,
             output_format=(outcome.output_format if outcome else None) or request.output_format,
             unpriced_reason=self.unresolved_reason,
         )

@@ -22,6 +22,7 @@ ENV_TRUST_BAGGAGE = "OTEL_IMAGE_COST_TRUST_BAGGAGE"
 ENV_PSEUDONYMIZE = "OTEL_IMAGE_COST_PSEUDONYMIZE"
 ENV_PSEUDONYM_KEY = "OTEL_IMAGE_COST_PSEUDONYM_KEY"
 ENV_PSEUDONYMIZE_SPANS = "OTEL_IMAGE_COST_PSEUDONYMIZE_SPANS"
+ENV_BILLING_RECORDS = "OTEL_IMAGE_COST_BILLING_RECORDS"
 
 DEFAULT_METRIC_ATTRIBUTES = ("user.id", "tenant.id")
 
@@ -42,6 +43,7 @@ class Settings:
     pseudonymize: tuple[str, ...] = ()  # attribution keys exported as keyed pseudonyms
     pseudonym_key: bytes | None = field(default=None, repr=False)  # None: pseudonymisation is off
     pseudonymize_spans: bool = False
+    billing_records: bool = True  # one log record per finished call (the per-call ledger)
 
 
 def load_settings(overrides: Mapping[str, object], environ: Mapping[str, str] = os.environ) -> Settings:
@@ -66,13 +68,16 @@ def load_settings(overrides: Mapping[str, object], environ: Mapping[str, str] = 
         azure_deployments=_deployments(pick("azure_deployments", ENV_AZURE_DEPLOYMENTS)),
         default_image_model=_optional_text(pick("default_image_model", ENV_DEFAULT_IMAGE_MODEL)),
         capture_message_content=_flag(
-            pick("capture_message_content", ENV_CAPTURE_CONTENT), ENV_CAPTURE_CONTENT
+            pick("capture_message_content", ENV_CAPTURE_CONTENT), ENV_CAPTURE_CONTENT, default=False
         ),
-        trust_baggage=_flag(pick("trust_baggage", ENV_TRUST_BAGGAGE), ENV_TRUST_BAGGAGE),
+        trust_baggage=_flag(pick("trust_baggage", ENV_TRUST_BAGGAGE), ENV_TRUST_BAGGAGE, default=False),
         pseudonymize=pseudonymize,
         pseudonym_key=key.encode("utf-8") if pseudonymize and key is not None else None,
         pseudonymize_spans=bool(pseudonymize)
-        and _flag(pick("pseudonymize_spans", ENV_PSEUDONYMIZE_SPANS), ENV_PSEUDONYMIZE_SPANS),
+        and _flag(pick("pseudonymize_spans", ENV_PSEUDONYMIZE_SPANS), ENV_PSEUDONYMIZE_SPANS, default=False),
+        billing_records=_flag(
+            pick("billing_records", ENV_BILLING_RECORDS), ENV_BILLING_RECORDS, default=True
+        ),
     )
 
 
@@ -123,15 +128,18 @@ def _deployments(value: object) -> dict[str, str]:
     return mapping
 
 
-def _flag(value: object, setting: str) -> bool:
-    if value is None or isinstance(value, bool):
-        return bool(value)
+def _flag(value: object, setting: str, *, default: bool) -> bool:
+    if value is None:
+        return default
+    if isinstance(value, bool):
+        return value
     text = str(value).strip().lower()
     if text in _TRUE:
         return True
-    if text not in _FALSE:
-        _reject(setting, value, "'true' or 'false'; it stays off")
-    return False
+    if text in _FALSE:
+        return False
+    _reject(setting, value, f"'true' or 'false'; keeping {str(default).lower()}")
+    return default
 
 
 def _reject(setting: str, value: object, accepted: str) -> None:

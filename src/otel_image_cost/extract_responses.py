@@ -32,7 +32,9 @@ FINAL_EVENTS = frozenset({"response.completed", "response.failed", "response.inc
 _ITEM_STARTED = "response.image_generation_call.in_progress"
 _ITEM_PARTIAL = "response.image_generation_call.partial_image"
 _ITEM_COMPLETED = "response.image_generation_call.completed"
+_ITEM_ADDED = "response.output_item.added"
 _ITEM_DONE = "response.output_item.done"
+IN_PROGRESS = "in_progress"
 
 
 @dataclass(frozen=True, slots=True)
@@ -215,9 +217,10 @@ class ResponsesStreamTally:
     """Follows a Responses event stream: per image item its partial images and its timing, and
     the final response (from `response.completed`, `.failed` or `.incomplete`)."""
 
-    __slots__ = ("_completed", "_done_items", "_partials", "_started", "final", "response_id")
+    __slots__ = ("_added", "_completed", "_done_items", "_partials", "_started", "final", "response_id")
 
     def __init__(self) -> None:
+        self._added: dict[str, None] = {}  # image items announced (their drawing starts later)
         self._partials: dict[str, int] = {}
         self._started: dict[str, int] = {}
         self._completed: dict[str, int] = {}
@@ -232,6 +235,10 @@ class ResponsesStreamTally:
             self._partials[item_id] = self._partials.get(item_id, 0) + 1
         elif kind == _ITEM_STARTED:
             self._started.setdefault(str(field(event, "item_id")), now_ns)
+        elif kind == _ITEM_ADDED:
+            item = field(event, "item")
+            if field(item, "type") == IMAGE_CALL_ITEM:
+                self._added[str(field(item, "id"))] = None
         elif kind == _ITEM_COMPLETED:
             self._completed[str(field(event, "item_id"))] = now_ns
         elif kind == _ITEM_DONE:
@@ -245,10 +252,22 @@ class ResponsesStreamTally:
         elif kind == "response.created":
             self.response_id = text(field(field(event, "response"), "id"))
 
-    def outcome(self) -> ResponseOutcome | None:
-        """The final response with each item's stream facts; without one, the items seen."""
+    @property
+    def partial_images(self) -> int:
+        return sum(self._partials.values())
+
+    def outcome(self, *, abandoned: bool = False) -> ResponseOutcome | None:
+        """The final response with each item's stream facts; without one, the items seen (done;
+        for a stream the application abandoned, also the ones begun, as `in_progress` items)."""
         base = self.final
         items = base.items if base is not None else tuple(self._done_items.values())
+        if base is None and abandoned:
+            begun = [
+                i
+                for i in dict.fromkeys([*self._added, *self._started, *self._partials])
+                if i not in self._done_items
+            ]
+            items += tuple(ImageCallItem(id=item_id, status=IN_PROGRESS) for item_id in begun)
         merged = tuple(
             replace(
                 item,
@@ -259,7 +278,7 @@ class ResponsesStreamTally:
             for item in items
         )
         if base is None:
-            if not merged and not self._partials:
+            if not merged and not self._partials and not abandoned:
                 return None
             return ResponseOutcome(
                 id=self.response_id,

@@ -21,7 +21,7 @@ from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any
 
-from opentelemetry import metrics, trace
+from opentelemetry import _logs, metrics, trace
 from opentelemetry.instrumentation.instrumentor import BaseInstrumentor  # type: ignore[attr-defined]
 from opentelemetry.instrumentation.utils import is_instrumentation_enabled, unwrap
 from wrapt import wrap_function_wrapper
@@ -373,9 +373,10 @@ def _check_models(settings: Settings, prices: PriceTable) -> None:
 class OpenAIImageCostInstrumentor(BaseInstrumentor):  # type: ignore[misc]
     """Prices every OpenAI image call and attributes it to a user and tenant.
 
-    Keyword arguments of `instrument()`: `tracer_provider`, `meter_provider`, and the settings
-    of `config.Settings` (`prices_path`, `metric_attributes`, `azure_deployments`,
-    `default_image_model`, `capture_message_content`), which override the environment.
+    Keyword arguments of `instrument()`: `tracer_provider`, `meter_provider`, `logger_provider`
+    (billing records; default: the global one), and the settings of `config.Settings`
+    (`prices_path`, `metric_attributes`, `azure_deployments`, `default_image_model`,
+    `capture_message_content`, `billing_records`), which override the environment.
     """
 
     def instrumentation_dependencies(self) -> Collection[str]:
@@ -387,12 +388,18 @@ class OpenAIImageCostInstrumentor(BaseInstrumentor):  # type: ignore[misc]
             __name__, __version__, kwargs.get("tracer_provider"), schema_url=_SCHEMA_URL
         )
         meter = metrics.get_meter(__name__, __version__, kwargs.get("meter_provider"), schema_url=_SCHEMA_URL)
+        billing = None
+        if settings.billing_records:
+            billing = _logs.get_logger(
+                __name__, __version__, kwargs.get("logger_provider"), schema_url=_SCHEMA_URL
+            )
         _Active.runtime = Runtime(
             tracer=tracer,
             instruments=Instruments.create(meter),
             settings=settings,
             prices=_load_prices(settings),
             default_tool_model=_sdk_default_tool_model(),
+            billing=billing,
         )
         for patch in _available(PATCHES):
             shell = _async_wrapper if patch.owner.startswith("Async") else _sync_wrapper

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from decimal import Decimal
 from types import MappingProxyType
 from typing import Any
@@ -23,6 +23,7 @@ from .calls import Runtime, TrackedCall, effective
 from .cost import Cost, ImageGeneration, SvgAuthorUsage, estimated_output_tokens, split_cost
 from .extract import gif_frame_count
 from .extract_responses import (
+    IN_PROGRESS,
     ImageCallItem,
     ImageTool,
     ResponseOutcome,
@@ -34,6 +35,7 @@ from .safety import report_internal_error
 from .text_prices import price_svg_author, price_text_model
 
 RESPONSES_TOOL = "responses_tool"
+STREAM_ABANDONED = "stream_abandoned"
 EXECUTE_TOOL = "execute_tool"
 MIXED = "mixed"
 
@@ -107,8 +109,16 @@ class ResponsesCall(TrackedCall):
             except Exception as exc:
                 report_internal_error("ResponsesCall.observe_event", exc)
 
+    def final_event_seen(self) -> bool:
+        return self._tally is None or self._tally.final is not None
+
+    def partial_images_seen(self) -> int | None:
+        return self._tally.partial_images if self._tally is not None else None
+
     def record(self) -> None:
-        outcome = self._outcome or (self._tally.outcome() if self._tally is not None else None)
+        abandoned = self.outcome == t.OUTCOME_ABANDONED
+        tally = self._tally
+        outcome = self._outcome or (tally.outcome(abandoned=abandoned) if tally is not None else None)
         if self.span is None:
             if outcome is None or (outcome.tool is None and not outcome.items):
                 return  # a retrieved response without the image tool is none of our business
@@ -122,15 +132,23 @@ class ResponsesCall(TrackedCall):
             self.record_metrics()
             return
         self.set_attributes(_response_attributes(outcome))
-        if not outcome.terminal or not self.runtime.priced_responses.first_time(outcome.id):
-            # Queued background work, or a response already priced: a span, but no cost.
+        if not outcome.terminal or (abandoned and self.request.background):
+            # Queued background work (a background stream left early goes on too): priced when
+            # the completed response is retrieved or its stream resumed.
+            self.set_attributes({t.IMAGE_COUNT: 0, t.IMAGE_COST_SOURCE: t.SOURCE_DEFERRED})
             self.record_metrics()
-            return
-        self._record_priced(outcome)
+        elif not self.runtime.priced_responses.first_time(outcome.id):
+            # Priced before: the span still describes the response, at no cost (rule 8).
+            self.set_attributes(
+                {**self._description(outcome).attributes, t.IMAGE_COST_SOURCE: t.SOURCE_ALREADY_COUNTED}
+            )
+            self.record_metrics()
+        else:
+            self._record_priced(outcome, abandoned=abandoned)
 
-    def _record_priced(self, outcome: ResponseOutcome) -> None:
-        runtime = self.runtime
-        model, source = resolve_tool_model(self.request.tool, outcome.tool, runtime.default_tool_model)
+    def _description(self, outcome: ResponseOutcome) -> _Description:
+        """What the response says about its images, before any pricing."""
+        model, source = resolve_tool_model(self.request.tool, outcome.tool, self.runtime.default_tool_model)
         tool = self.request.tool or outcome.tool or ImageTool()
         items = outcome.items
         drawn = [item for item in items if not item.failed]
@@ -146,45 +164,51 @@ class ResponsesCall(TrackedCall):
             output_format=tool.output_format,
             unpriced_reason=None if model else "no_model",
         )
-        image_cost, shares = self._price_images(whole, tool, items)
-        item_svg = [price_svg_author(item.svg_usage) if item.svg_usage else None for item in items]
-        svg_costs = [cost for cost in item_svg if cost is not None]
         svg_usage = _summed_svg_usage([item.svg_usage for item in items if item.svg_usage])
-        parts = {t.PART_IMAGE: image_cost}
-        if svg_costs:
-            parts[t.PART_SVG_AUTHOR] = combined(svg_costs, None)
-        mainline = self._price_mainline(outcome)
-        if mainline is not None:
-            parts[t.PART_MAINLINE] = mainline
-        partials = whole.partial_images
+        received = sum(1 for item in drawn if item.status != IN_PROGRESS)  # not still being drawn
         attributes: t.Attributes = {
             t.IMAGE_QUALITY: quality,
             t.IMAGE_SIZE: size,
-            t.IMAGE_COUNT: len(drawn),
-            t.IMAGE_PARTIAL_IMAGES: partials,
-            **t.parts_attributes(parts),
+            t.IMAGE_COUNT: received,
+            t.IMAGE_PARTIAL_IMAGES: whole.partial_images,
             **t.usage_attributes(outcome.image_usage, outcome.image_usage_json),
             **t.svg_attributes(svg_usage),
+            **t.present({t.IMAGE_MODEL: model, t.IMAGE_MODEL_SOURCE: source}),
         }
         if self.request.tool is None:
             attributes.update(_format_attributes(tool, None))
         actions = {item.action for item in items if item.action}
         if actions or tool.action:
             attributes[t.IMAGE_ACTION] = _one_or_mixed(actions, tool.action)  # reported, else as sent
-        if model is not None:
-            attributes[t.IMAGE_MODEL] = model
-        if source is not None:
-            attributes[t.IMAGE_MODEL_SOURCE] = source
-        self.set_attributes(attributes)
+        return _Description(attributes, whole, tool, model, source, received, svg_usage)
+
+    def _record_priced(self, outcome: ResponseOutcome, *, abandoned: bool) -> None:
+        described = self._description(outcome)
+        whole, items = described.whole, outcome.items
+        if abandoned and not items:
+            # No image generation had begun (rule 12): the image part is unpriced.
+            version = self.runtime.prices.version if self.runtime.prices is not None else None
+            image_cost = Cost("unknown", MappingProxyType({}), version, STREAM_ABANDONED)
+            shares: list[Cost] = []
+        else:
+            image_cost, shares = self._price_images(whole, described.tool, items)
+        item_svg = [price_svg_author(item.svg_usage) if item.svg_usage else None for item in items]
+        svg_costs = [cost for cost in item_svg if cost is not None]
+        parts = {t.PART_IMAGE: image_cost}
+        if svg_costs:
+            parts[t.PART_SVG_AUTHOR] = combined(svg_costs, None)
+        mainline = self._price_mainline(outcome, abandoned=abandoned)
+        parts[t.PART_MAINLINE] = mainline
+        self.set_attributes({**described.attributes, **t.parts_attributes(parts)})
         for item, share, svg in zip(items, shares, item_svg, strict=True):
-            self._item_span(item, share, svg, model, source, tool)
+            self._item_span(item, share, svg, described.model, described.source, described.tool)
         self.record_metrics(
             parts=parts,
-            images=len(drawn),
-            partial_images=partials,
+            images=described.received,
+            partial_images=whole.partial_images,
             tokens=t.token_points(t.PART_MAINLINE, outcome.usage)
             + t.token_points(t.PART_IMAGE, outcome.image_usage)
-            + t.token_points(t.PART_SVG_AUTHOR, svg_usage),
+            + t.token_points(t.PART_SVG_AUTHOR, described.svg_usage),
         )
 
     def _price_images(
@@ -226,11 +250,12 @@ class ResponsesCall(TrackedCall):
             return 0
         return estimated_output_tokens(model, _item_quality(item, tool), _item_size(item, tool), prices) or 0
 
-    def _price_mainline(self, outcome: ResponseOutcome) -> Cost | None:
-        """The text model's part; None when the response reported no usage for it."""
+    def _price_mainline(self, outcome: ResponseOutcome, *, abandoned: bool) -> Cost:
+        """The text model's part: priced from `usage`, else unpriced with the reason (an abandoned
+        stream never saw its usage; a response may report none)."""
         usage = outcome.usage
-        if usage is None:
-            return None
+        if abandoned or usage is None:
+            return Cost("unknown", MappingProxyType({}), None, STREAM_ABANDONED if abandoned else "no_usage")
         model = outcome.model or self.request.model
         if not usage.valid:
             return Cost("unknown", MappingProxyType({}), None, "invalid_usage")
@@ -303,6 +328,19 @@ class ResponsesCall(TrackedCall):
             span.set_attribute(t.ERROR_TYPE, error)
             span.set_status(Status(StatusCode.ERROR, error))
         span.end(end_time=item.completed_ns)
+
+
+@dataclass(frozen=True, slots=True)
+class _Description:
+    """A response's images as its span describes them, and what pricing them starts from."""
+
+    attributes: t.Attributes
+    whole: ImageGeneration
+    tool: ImageTool
+    model: str | None
+    source: str | None
+    received: int  # final images received
+    svg_usage: SvgAuthorUsage | None
 
 
 def _tool_attributes(tool: ImageTool) -> t.Attributes:

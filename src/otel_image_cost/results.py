@@ -8,6 +8,9 @@ What the SDK returns decides when the call ends:
   *stream* is observed when the application parses it;
 - `with_streaming_response` (`APIResponse`): the body is unread; it is observed when the
   application parses it, or the call ends when the response is closed.
+
+Each also tells the call its `x-request-id`: the SDK keeps it on a raw response (`request_id`), on
+a parsed model (`_request_id`) and in a stream's HTTP response headers.
 """
 
 from __future__ import annotations
@@ -21,10 +24,14 @@ from openai._response import APIResponse, AsyncAPIResponse
 from .safety import report_internal_error
 from .streams import AsyncObservedStream, CallObserver, ObservedStream, ProxyBase
 
+_REQUEST_ID_HEADER = "x-request-id"
+
 
 def observe_result(call: CallObserver, result: Any, *, streaming: bool) -> Any:
     """What the application gets back: `result` itself, or a transparent proxy of it."""
     try:
+        if isinstance(result, LegacyAPIResponse | APIResponse | AsyncAPIResponse):
+            call.observe_request_id(result.request_id)
         if isinstance(result, LegacyAPIResponse) and not streaming:
             call.observe_response(result.parse())
             call.finish()
@@ -42,10 +49,12 @@ def observe_result(call: CallObserver, result: Any, *, streaming: bool) -> Any:
 
 def observe_parsed(call: CallObserver, parsed: Any) -> Any:
     """A parsed result: streams get a proxy, a final response ends the call now."""
-    if isinstance(parsed, Stream):
-        return ObservedStream(parsed, call)
-    if isinstance(parsed, AsyncStream):
+    if isinstance(parsed, Stream | AsyncStream):
+        call.observe_request_id(parsed.response.headers.get(_REQUEST_ID_HEADER))
+        if isinstance(parsed, Stream):
+            return ObservedStream(parsed, call)
         return AsyncObservedStream(parsed, call)
+    call.observe_request_id(getattr(parsed, "_request_id", None))
     call.observe_response(parsed)
     call.finish()
     return parsed
@@ -67,7 +76,7 @@ class ObservedRawResponse(ProxyBase):
         try:
             self.__wrapped__.close()
         finally:
-            self._self_call.finish()
+            self._self_call.stop()
 
 
 class AsyncObservedRawResponse(ProxyBase):
@@ -86,7 +95,7 @@ class AsyncObservedRawResponse(ProxyBase):
         try:
             await self.__wrapped__.close()
         finally:
-            self._self_call.finish()
+            self._self_call.stop()
 
 
 def _observed_once(call: CallObserver, seen: dict[Any, Any], to: Any, parsed: Any) -> Any:

@@ -3,7 +3,8 @@
 A proxy is an `isinstance` match for the SDK object it wraps and forwards every attribute, so
 the application (and the SDK's own helpers that read e.g. `.response`) see no difference. It
 reports each event to its call as it passes and ends the call exactly once: when the stream is
-exhausted, fails, is closed, leaves its `with` block, or is garbage-collected unclosed. The SDK's
+exhausted, fails, is closed, leaves its `with` block, or is garbage-collected unclosed (the last
+three `stop` the call: abandoned if its final event had not arrived). The SDK's
 stream helpers (`responses.stream(...)`) close a stream through its HTTP `.response`, so that is
 proxied too.
 """
@@ -27,12 +28,14 @@ class CallObserver(Protocol):
 
     def observe_event(self, event: Any) -> None: ...
     def observe_response(self, response: Any) -> None: ...
+    def observe_request_id(self, request_id: Any) -> None: ...
     def fail(self, exc: BaseException) -> None: ...
     def finish(self) -> None: ...
+    def stop(self) -> None: ...
 
 
 def _end_when_collected(proxy: object, call: CallObserver) -> None:
-    weakref.finalize(proxy, call.finish)
+    weakref.finalize(proxy, call.stop)
 
 
 class ObservedHTTPResponse(ProxyBase):
@@ -46,13 +49,13 @@ class ObservedHTTPResponse(ProxyBase):
         try:
             self.__wrapped__.close()
         finally:
-            self._self_call.finish()
+            self._self_call.stop()
 
     async def aclose(self) -> None:
         try:
             await self.__wrapped__.aclose()
         finally:
-            self._self_call.finish()
+            self._self_call.stop()
 
 
 class ObservedStream(ProxyBase):
@@ -95,13 +98,13 @@ class ObservedStream(ProxyBase):
         try:
             return self.__wrapped__.__exit__(exc_type, exc, tb)
         finally:
-            self._self_call.finish()
+            self._self_call.stop()
 
     def close(self) -> None:
         try:
             self.__wrapped__.close()
         finally:
-            self._self_call.finish()
+            self._self_call.stop()
 
 
 class AsyncObservedStream(ProxyBase):
@@ -144,10 +147,10 @@ class AsyncObservedStream(ProxyBase):
         try:
             return await self.__wrapped__.__aexit__(exc_type, exc, tb)
         finally:
-            self._self_call.finish()
+            self._self_call.stop()
 
     async def close(self) -> None:
         try:
             await self.__wrapped__.close()
         finally:
-            self._self_call.finish()
+            self._self_call.stop()

@@ -68,6 +68,11 @@ IMAGE_REVISED_PROMPTS = "openai.image.revised_prompts"
 IMAGE_COMPLEXITY = "openai.image.complexity"
 IMAGE_FRAME_COUNT = "openai.image.frame_count"
 IMAGE_SVG_MODEL = "openai.image.svg.model"
+IMAGE_OUTCOME = "openai.image.outcome"
+REQUEST_ID = "openai.request.id"
+
+# What a call's span may carry that its billing record never does (prompt text).
+CONTENT_KEYS = frozenset({IMAGE_PROMPT, IMAGE_REVISED_PROMPTS})
 
 COST_COMPONENT_PREFIX = "openai.image.cost."
 USAGE_PREFIX = "openai.image.usage."
@@ -81,6 +86,11 @@ OUTPUT_IMAGE = "image"
 PART_IMAGE = "image"
 PART_MAINLINE = "mainline"
 PART_SVG_AUTHOR = "svg_author"
+OUTCOME_OK = "ok"
+OUTCOME_ERROR = "error"
+OUTCOME_ABANDONED = "abandoned"  # the application stopped reading a stream before its final event
+SOURCE_DEFERRED = "deferred"
+SOURCE_ALREADY_COUNTED = "already_counted"
 
 # The bounded set of call attributes that may become metric labels (plus the chosen attribution).
 METRIC_CALL_KEYS = (

@@ -116,12 +116,13 @@ class SocketCalls:
             call.finish()
 
     def closed(self) -> None:
-        """The connection closed: every create still unanswered ends with what was seen of it."""
+        """The connection closed: every create still unanswered ends with what was seen of it,
+        abandoned before its final event (cost-model rule 12)."""
         with self._lock:
             calls = [call for queue in self._lanes.values() for call in queue if call is not None]
             self._lanes.clear()
         for call in calls:
-            call.finish()
+            call.stop()
 
 
 _connections: weakref.WeakKeyDictionary[Any, SocketCalls] = weakref.WeakKeyDictionary()
