@@ -340,3 +340,35 @@ def test_every_answer_of_the_local_server_has_its_own_request_id(server: LocalOp
     ids = [request_id for _, request_id in answers]
     assert all(re.fullmatch(r"req_[0-9a-f]{32}", request_id) for request_id in ids), ids
     assert len(set(ids)) == len(ids)
+
+
+@pytest.mark.parametrize(
+    ("author", "cost", "unpriced"),
+    [
+        # image part 6 x 5e-6 + 272 x 40e-6 = 0.01091; author gpt-5-mini 506 x 0.25e-6 + 1200 x 2e-6
+        # = 0.0025265; both: 0.0134365
+        ("gpt-5-mini", 0.0134365, None),
+        ("svg-author-unreleased", 0.01091, "unknown_svg_model"),  # the image part alone
+    ],
+)
+def test_a_third_cost_part_flows_into_the_record(
+    author: str,
+    cost: float,
+    unpriced: str | None,
+    telemetry: Telemetry,
+    instrumented: object,
+    client: openai.OpenAI,
+) -> None:
+    client.images.generate(
+        model="gpt-image-1",
+        prompt="a red fox in the snow",
+        quality="low",
+        size="1024x1024",
+        output_format="svg",
+        extra_body={"svg": {"model": author}},
+    )
+    record = telemetry.record()
+    assert record["gen_ai.usage.cost"] == cost
+    assert record.get("openai.image.cost.svg_author") == (0.0025265 if unpriced is None else None)
+    assert record.get("openai.image.unpriced.reason") == unpriced
+    assert telemetry.total("openai.image.cost") == pytest.approx(cost, abs=1e-12)
