@@ -45,6 +45,10 @@ def check_runs(telemetry: Telemetry) -> dict[str, Any]:
     assert telemetry.total(COST, user__id="bob") == TWO_IMAGES + TWO_IMAGES_MAINLINE
     assert telemetry.total("openai.image.generated") == 3
     assert telemetry.total("openai.image.partial_images") == 3
+    records = {r.attributes["user.id"]: r.attributes for r in telemetry.records()}
+    assert sorted(records) == sorted(spans)  # one billing record per call
+    assert {r["openai.image.outcome"] for r in records.values()} == {"ok"}
+    assert records["bob"]["gen_ai.usage.cost"] == TWO_IMAGES + TWO_IMAGES_MAINLINE
     return spans
 
 
@@ -53,6 +57,8 @@ def check_cut(telemetry: Telemetry) -> None:
     (span,) = call_spans(telemetry)
     assert span.attributes is not None and span.attributes["openai.image.cost.source"] == "estimate"
     assert telemetry.total(COST, user__id="dave", openai__image__cost__part="image") == 0.01492
+    record = telemetry.record()
+    assert (record["openai.image.outcome"], record["gen_ai.usage.cost"]) == ("abandoned", 0.01492)
 
 
 # -- openai-agents ----------------------------------------------------------------------------------

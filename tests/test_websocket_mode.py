@@ -102,6 +102,11 @@ def test_one_image_sync(telemetry: Telemetry, instrumented: object, client: open
     assert telemetry.total(COST, user__id="alice", openai__image__cost__part="mainline") == ONE_IMAGE_MAINLINE
     assert telemetry.total("openai.image.generated") == 1
     assert telemetry.total("openai.image.partial_images") == 1
+    record = telemetry.record()  # the call's billing record: the ledger line
+    assert record["openai.image.outcome"] == attributes["openai.image.outcome"] == "ok"
+    assert (record["gen_ai.usage.cost"], record["user.id"]) == (0.0177175, "alice")
+    assert record["gen_ai.response.id"] == events[-1].response.id
+    assert "openai.request.id" not in record  # a WebSocket carries none
 
 
 async def test_two_images_async(
@@ -154,6 +159,8 @@ def test_several_responses_on_one_connection(
     assert telemetry.total(COST, user__id="u3") == ONE_IMAGE + ONE_IMAGE_MAINLINE
     assert len(telemetry.spans()) == 3 + 4  # three calls, four images
     assert telemetry.total("openai.image.generated") == 4
+    records = {r.attributes["user.id"]: r.attributes["gen_ai.usage.cost"] for r in telemetry.records()}
+    assert records == {user: telemetry.total(COST, user__id=user) for user in ("u1", "u2", "u3")}
 
 
 @pytest.mark.parametrize("connection_api", ["sync", "async"])
@@ -245,6 +252,11 @@ def test_an_error_event_fails_its_call(
     assert "gen_ai.usage.cost" not in failed.attributes
     assert priced.attributes is not None and priced.attributes["gen_ai.usage.cost"] == 0.0177175
     assert telemetry.total(COST) == ONE_IMAGE + ONE_IMAGE_MAINLINE
+    outcomes = [
+        (r.attributes["openai.image.outcome"], r.attributes.get("gen_ai.usage.cost"))
+        for r in telemetry.records()
+    ]
+    assert outcomes == [("error", None), ("ok", 0.0177175)]
 
 
 def test_uninstrument_stops_recording(
