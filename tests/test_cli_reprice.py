@@ -28,6 +28,8 @@ from local_openai_server import LocalOpenAIServer
 
 
 def any_value(value: Any) -> dict[str, Any]:
+    if isinstance(value, list):
+        return {"arrayValue": {"values": [any_value(item) for item in value]}}
     if isinstance(value, bool):
         return {"boolValue": value}
     if isinstance(value, int):
@@ -84,7 +86,13 @@ def call(user: str | None, model: str, source: str, cost: float | None, **extra:
 # Costs as recorded, from docs/cost-model.md's worked examples and price table.
 CALLS = [
     # 14 x 5e-6 + 272 x 40e-6 = 0.01095
-    call("alice", "gpt-image-1", "usage", 0.01095, **{"openai.image.usage.raw": usage_json(14, 0, 272)}),
+    call(
+        "alice",
+        "gpt-image-1",
+        "usage",
+        0.01095,
+        **{"openai.image.usage.raw": usage_json(14, 0, 272), "custom.tags": ["a", "b"]},  # an array is fine
+    ),
     # 40 x 5e-6 + 1160 x 8e-6 + 4160 x 32e-6 = 0.1426
     call("alice", "gpt-image-1.5", "usage", 0.1426, **{"openai.image.usage.raw": usage_json(40, 1160, 4160)}),
     # 2 x 0.120 (hd 1792x1024)
@@ -233,6 +241,8 @@ def test_the_plugins_own_spans_are_repriced(recorded_spans_file: Path, new_price
             ),
             [":1: attribute k: malformed value 3"],
         ),
+        ("[" * 100_000 + "]" * 100_000, [":1: JSON nested too deeply"]),
+        (spans_line([{**CALLS[0], "tags": [[1]]}]), [":1: attribute tags: nested arrays"]),
     ],
 )
 def test_malformed_input_is_one_line_naming_file_and_line(

@@ -192,8 +192,14 @@ def _any_value(value: Any, where: str, key: str) -> Any:
     if not value:
         return None
     [(kind, inner)] = value.items()
-    if kind == "arrayValue" and isinstance(inner, dict):
-        return [_any_value(item, where, key) for item in inner.get("values", [])]
+    if kind == "arrayValue" and isinstance(inner, dict) and isinstance(inner.get("values", []), list):
+        # An attribute array holds primitives only: one level, so hostile nesting cannot recurse.
+        values = [
+            item for item in inner.get("values", []) if not (isinstance(item, dict) and "arrayValue" in item)
+        ]
+        if len(values) != len(inner.get("values", [])):
+            raise InputError(f"{where}: attribute {key}: nested arrays")
+        return [_any_value(item, where, key) for item in values]
     if kind in ("stringValue", "boolValue", "doubleValue", "intValue", "bytesValue", "kvlistValue"):
         return inner
     raise InputError(f"{where}: attribute {key}: unknown value kind {kind!r}")
@@ -256,3 +262,5 @@ def _json(text: str | None, where: str) -> Any:
         return json.loads(text or "")
     except json.JSONDecodeError as exc:
         raise InputError(f"{where}: not JSON: {exc}") from exc
+    except RecursionError as exc:
+        raise InputError(f"{where}: JSON nested too deeply") from exc
