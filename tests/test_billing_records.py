@@ -193,21 +193,21 @@ def test_a_responses_stream_abandoned(
     record = telemetry.record()
     assert record["openai.image.outcome"] == "abandoned"
     assert "openai.image.cost.mainline" not in record
-    unpriced = [
-        (labels["openai.image.unpriced.reason"], value)
+    unpriced = sorted(
+        (labels["openai.image.cost.part"], labels["openai.image.unpriced.reason"], value)
         for labels, value in telemetry.sums("openai.image.unpriced")
-    ]
+    )
     if until == "response.created":
         assert record["openai.image.cost.source"] == "unknown"
         assert "gen_ai.usage.cost" not in record
         assert record["openai.image.unpriced.reason"] == "stream_abandoned"
-        assert unpriced == [("stream_abandoned", 2)]  # image part and mainline part
+        assert unpriced == [("image", "stream_abandoned", 1), ("mainline", "stream_abandoned", 1)]
         assert telemetry.points("openai.image.cost") == []
         return
     assert (record["openai.image.cost.source"], record["gen_ai.usage.cost"]) == ("estimate", 0.01088)
     assert (record["openai.image.count"], record["openai.image.cost.output_image"]) == (0, 0.01088)
     assert record["openai.image.unpriced.reason"] == "stream_abandoned"  # the mainline part
-    assert unpriced == [("stream_abandoned", 1)]
+    assert unpriced == [("mainline", "stream_abandoned", 1)]
     assert [
         (labels["openai.image.cost.part"], value) for labels, value in telemetry.sums("openai.image.cost")
     ] == [("image", 0.01088)]

@@ -325,7 +325,9 @@ def record_success(
                 float(amount), {**labels, IMAGE_COST_PART: part, IMAGE_COST_SOURCE: cost.source}
             )
         elif cost.unpriced_reason is not None:
-            instruments.unpriced.add(1, {**labels, IMAGE_UNPRICED_REASON: cost.unpriced_reason})
+            instruments.unpriced.add(
+                1, {**labels, IMAGE_COST_PART: part, IMAGE_UNPRICED_REASON: cost.unpriced_reason}
+            )
     if images:
         instruments.generated.add(images, labels)
     if partial_images:
