@@ -98,3 +98,38 @@ def test_bad_values_are_logged_with_the_setting_name_and_fall_back(
     assert len(caplog.records) == 1
     assert variable in caplog.records[0].getMessage()
     assert message in caplog.records[0].getMessage()
+
+
+def test_trust_and_pseudonym_settings_from_the_environment() -> None:
+    settings = load_settings(
+        {},
+        environ={
+            "OTEL_IMAGE_COST_TRUST_BAGGAGE": "true",
+            "OTEL_IMAGE_COST_PSEUDONYMIZE": "user.id, tenant.id",
+            "OTEL_IMAGE_COST_PSEUDONYM_KEY": "s3cret",
+            "OTEL_IMAGE_COST_PSEUDONYMIZE_SPANS": "1",
+        },
+    )
+    assert (settings.trust_baggage, settings.pseudonymize, settings.pseudonymize_spans) == (
+        True,
+        ("user.id", "tenant.id"),
+        True,
+    )
+    assert settings.pseudonym_key == b"s3cret"
+    assert "s3cret" not in repr(settings)  # the key never reaches a log line through the settings
+
+
+def test_a_wrong_trust_flag_is_logged_and_stays_off(caplog: pytest.LogCaptureFixture) -> None:
+    settings = load_settings({}, environ={"OTEL_IMAGE_COST_TRUST_BAGGAGE": "maybe"})
+    assert settings.trust_baggage is False
+    assert [r.getMessage() for r in caplog.records] == [
+        "otel-image-cost: ignoring OTEL_IMAGE_COST_TRUST_BAGGAGE='maybe': expected 'true' or 'false'; "
+        "keeping false"
+    ]
+
+
+def test_pseudonymising_spans_needs_the_keys_and_the_key() -> None:
+    keyless = load_settings({"pseudonymize": ["user.id"], "pseudonymize_spans": True}, environ={})
+    assert (keyless.pseudonymize, keyless.pseudonym_key, keyless.pseudonymize_spans) == ((), None, False)
+    no_keys = load_settings({"pseudonym_key": "k", "pseudonymize_spans": True}, environ={})
+    assert (no_keys.pseudonymize, no_keys.pseudonym_key, no_keys.pseudonymize_spans) == ((), None, False)

@@ -26,6 +26,7 @@ from prometheus_client import start_http_server
 from prometheus_client.parser import text_string_to_metric_families
 
 from otel_image_cost import OpenAIImageCostInstrumentor, billing_context
+from otel_image_cost.telemetry import quality_label, size_label
 
 from conftest import Telemetry
 from local_openai_server import LocalOpenAIServer
@@ -401,3 +402,27 @@ def test_pseudonymisation_without_a_key_is_refused_and_logged(
         "otel-image-cost: refusing OTEL_IMAGE_COST_PSEUDONYMIZE=user.id: OTEL_IMAGE_COST_PSEUDONYM_KEY "
         "is not set; those keys are exported as they are"
     ]
+
+
+@pytest.mark.parametrize(
+    ("size", "label"),
+    [
+        ("auto", "auto"),
+        ("mixed", "mixed"),
+        ("1024x1024", "1024x1024"),
+        ("16384x1", "16384x1"),
+        ("16385x1", "other"),
+        ("0x1024", "other"),
+        ("01024x1024", "other"),
+        ("1024X1024", "other"),
+        ("1024x1024 ", "other"),
+        (1024, "other"),
+    ],
+)
+def test_size_label_bounds(size: object, label: str) -> None:
+    assert size_label(size) == label
+
+
+def test_quality_label_bounds() -> None:
+    known = ["low", "medium", "high", "xhigh", "max", "auto", "standard", "hd", "mixed"]
+    assert [quality_label(q) for q in [*known, "ultra", "HIGH", "", 7]] == [*known, *["other"] * 4]
