@@ -30,7 +30,17 @@ CONTRIB_COMPONENTS: dict[str, frozenset[str]] = {
         {"memory_limiter", "batch", "resource", "resourcedetection", "attributes", "filter", "k8sattributes"}
     ),
     "exporters": frozenset(
-        {"debug", "otlp", "otlp_grpc", "otlphttp", "otlp_http", "prometheus", "prometheusremotewrite", "file"}
+        {
+            "debug",
+            "otlp",
+            "otlp_grpc",
+            "otlphttp",
+            "otlp_http",
+            "prometheus",
+            "prometheusremotewrite",
+            "file",
+            "clickhouse",
+        }
     ),
     "extensions": frozenset({"health_check", "pprof", "zpages"}),
     "connectors": frozenset(),
@@ -256,3 +266,20 @@ def test_docs_remote_write_snippet_fits_the_config() -> None:
     config["service"]["pipelines"]["metrics"].update(snippet["service"]["pipelines"]["metrics"])
     assert problems(config) == []
     assert config["service"]["pipelines"]["metrics"]["exporters"] == ["prometheus", "prometheusremotewrite"]
+
+
+def test_docs_billing_record_snippets_fit_the_config() -> None:
+    """docs/ops.md's Loki and ClickHouse additions merge into a config the checker accepts."""
+    for first_line, exporters in (
+        ("# collector-config.yaml additions: billing records to Loki", ["file/billing", "otlp_http/loki"]),
+        (
+            "# collector-config.yaml additions: billing records into ClickHouse",
+            ["file/billing", "otlp_grpc/logs", "clickhouse"],
+        ),
+    ):
+        snippet = yaml.safe_load(docs_snippet(first_line))
+        config = load()
+        config["exporters"].update(snippet["exporters"])
+        config["service"]["pipelines"]["logs"].update(snippet["service"]["pipelines"]["logs"])
+        assert problems(config) == [], first_line
+        assert config["service"]["pipelines"]["logs"]["exporters"] == exporters
