@@ -272,6 +272,18 @@ def test_send_it_to_a_collector_otlp(quickstart: Quickstart) -> None:
         for point in metric.sum.data_points
     ]
     assert [point.as_double for point in points] == [APP_CALL_COST]
+    # the logs exporter defaults to OTLP too: the call's billing record reaches the collector
+    records = [
+        (record, attribute_values(record.attributes))
+        for request in receiver.received["logs"]
+        for resource in request.resource_logs
+        for scope in resource.scope_logs
+        for record in scope.log_records
+        if record.event_name == "openai.image.billing"
+    ]
+    [(record, attributes)] = records
+    assert attributes["gen_ai.usage.cost"] == APP_CALL_COST
+    assert (record.trace_id, record.span_id) == (span.trace_id, span.span_id)
 
 
 def test_let_prometheus_scrape_it(quickstart: Quickstart) -> None:
