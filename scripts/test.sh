@@ -10,6 +10,7 @@ fi
 ensure_venv .venv
 ensure_extra .venv clients  # openai-agents and pydantic-ai need openai 3.x
 ensure_venv .venv-openai2 "openai>=2,<3"
+ensure_extra .venv-openai2 webapp  # pins an older OTel SDK: kept off the main line (see pyproject.toml)
 ensure_oldest_venv .venv-oldest
 .venv/bin/ruff check src tests examples
 .venv/bin/ruff format --check src tests examples

@@ -29,6 +29,11 @@ from test_ops_common import require_tool
 
 from local_openai_server import LocalOpenAIServer
 
+pytest.importorskip(
+    "opentelemetry.instrumentation.starlette",
+    reason="the Starlette instrumentation (extra `webapp`) is installed on the openai 2.x line only",
+)
+
 INSTRUMENT = Path(sys.executable).with_name("opentelemetry-instrument")
 FORGED = {"baggage": "user.id=victim,tenant.id=other"}
 
