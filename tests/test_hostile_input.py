@@ -8,6 +8,7 @@ exporter, whose endpoint is scraped over HTTP and parsed with prometheus_client'
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import urllib.request
@@ -16,6 +17,7 @@ from typing import Any
 
 import openai
 import pytest
+from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
 from opentelemetry.exporter.prometheus import PrometheusMetricReader
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader
@@ -426,3 +428,23 @@ def test_size_label_bounds(size: object, label: str) -> None:
 def test_quality_label_bounds() -> None:
     known = ["low", "medium", "high", "xhigh", "max", "auto", "standard", "hd", "mixed"]
     assert [quality_label(q) for q in [*known, "ultra", "HIGH", "", 7]] == [*known, *["other"] * 4]
+
+
+def test_captured_prompts_with_lone_surrogates_stay_exportable(
+    scraped: Scraped, plugin: Any, client: openai.OpenAI, server: LocalOpenAIServer
+) -> None:
+    """With prompt capture on, a prompt or a revised prompt holding a lone surrogate reaches the
+    span as U+FFFD, whole (not cut to 128 characters), and the span still encodes as OTLP."""
+    plugin(capture_message_content=True)
+    long_prompt = "a fox " * 40  # 240 characters: prompts are not cut
+    server.answer_with({"data": [{"b64_json": "AAAA", "revised_prompt": f"{long_prompt}\ud800"}]})
+    client.images.generate(**{**FOX, "prompt": long_prompt})
+    # openai 3.x refuses to encode the lone surrogate itself; 2.x sends it escaped
+    with contextlib.suppress(UnicodeEncodeError):
+        client.images.generate(**{**FOX, "prompt": "a fox\udfff"})
+    first, second = scraped.spans()
+    assert first.attributes is not None and second.attributes is not None
+    assert first.attributes["openai.image.prompt"] == long_prompt
+    assert first.attributes["openai.image.revised_prompts"] == (f"{long_prompt}\ufffd",)
+    assert second.attributes["openai.image.prompt"] == "a fox\ufffd"
+    assert encode_spans([first, second]).SerializeToString()

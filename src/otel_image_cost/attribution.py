@@ -43,11 +43,21 @@ def safe_value(value: object) -> str:
     at most 128 characters. Never raises (an object whose `str()` fails becomes `<TypeName>`)."""
     if type(value) is str and len(value) <= MAX_VALUE_CHARS and value.isascii():
         return value  # the common case, checked in well under a microsecond
+    return valid_text(_as_text(value)[:MAX_VALUE_CHARS])
+
+
+def valid_text(value: object) -> str:
+    """`value` whole, as text every exporter can encode: lone surrogates become U+FFFD. For the
+    prompts captured on request, which are not cut."""
+    text = _as_text(value)
+    return text if text.isascii() else _SURROGATES.sub("\ufffd", text)
+
+
+def _as_text(value: object) -> str:
     try:
-        text = value if isinstance(value, str) else str(value)
+        return value if isinstance(value, str) else str(value)
     except Exception:  # str() of a hostile object, or an int past Python's digit limit
-        text = f"<{type(value).__name__}>"
-    return _SURROGATES.sub("\ufffd", text[:MAX_VALUE_CHARS])
+        return f"<{type(value).__name__}>"
 
 
 @dataclass(frozen=True, slots=True)

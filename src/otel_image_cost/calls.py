@@ -21,7 +21,7 @@ from opentelemetry.context import Context
 from opentelemetry.trace import Span, SpanKind, Status, StatusCode, Tracer
 
 from . import telemetry as t
-from .attribution import current_attribution, exported_attribution, safe_value, span_attribution
+from .attribution import current_attribution, exported_attribution, safe_value, span_attribution, valid_text
 from .billing import billing_attributes, emit_billing_record
 from .config import Settings
 from .cost import Cost, ImageGeneration, price_image_generation
@@ -167,7 +167,7 @@ class TrackedCall:
         if request_model is not None:
             attributes[t.REQUEST_MODEL] = request_model
         if runtime.settings.capture_message_content and prompt is not None:
-            attributes[t.IMAGE_PROMPT] = prompt
+            attributes[t.IMAGE_PROMPT] = valid_text(prompt)
         self.runtime = runtime
         self.streaming = streaming
         self.attributes = attributes
@@ -476,7 +476,7 @@ def _outcome_attributes(outcome: ImagesOutcome) -> t.Attributes:
         {
             t.IMAGE_BACKGROUND: outcome.background,
             t.IMAGE_OUTPUT_FORMAT: outcome.output_format,
-            t.IMAGE_REVISED_PROMPTS: list(outcome.revised_prompts) if outcome.revised_prompts else None,
+            t.IMAGE_REVISED_PROMPTS: [valid_text(p) for p in outcome.revised_prompts] or None,
         }
     )
     attributes.update(t.token_attributes(usage))

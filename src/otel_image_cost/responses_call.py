@@ -18,7 +18,7 @@ from opentelemetry import trace
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
 from . import telemetry as t
-from .attribution import USER_ID
+from .attribution import USER_ID, valid_text
 from .calls import Runtime, TrackedCall, effective
 from .cost import Cost, ImageGeneration, SvgAuthorUsage, estimated_output_tokens, split_cost
 from .extract import gif_frame_count
@@ -314,7 +314,7 @@ class ResponsesCall(TrackedCall):
         if item.moderation_categories:
             attributes[t.IMAGE_MODERATION_CATEGORIES] = list(item.moderation_categories)
         if self.runtime.settings.capture_message_content and item.revised_prompt:
-            attributes[t.IMAGE_REVISED_PROMPTS] = [item.revised_prompt]
+            attributes[t.IMAGE_REVISED_PROMPTS] = [valid_text(item.revised_prompt)]
         parent = trace.set_span_in_context(self.span) if self.span is not None else None
         span = self.runtime.tracer.start_span(
             f"{EXECUTE_TOOL} image_generation",
