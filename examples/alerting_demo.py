@@ -42,7 +42,7 @@ from typing import Any
 
 import yaml
 from budget_webhook import BudgetWebhook
-from prometheus_demo import LocalPrometheus, PrometheusError, free_port
+from prometheus_demo import LocalPrometheus, free_port, start_until_ready, stop_process
 
 from local_openai_server import LocalOpenAIServer
 
@@ -167,50 +167,21 @@ class LocalAlertmanager:
         port = free_port()
         self.url = f"http://127.0.0.1:{port}"
         config = self.write_config()
-        log = (self.workdir / "alertmanager.log").open("wb")
-        self._process = subprocess.Popen(
-            [
-                self.binary,
-                f"--config.file={config}",
-                f"--storage.path={self.workdir / 'data'}",
-                f"--web.listen-address=127.0.0.1:{port}",
-                "--cluster.listen-address=",  # a single instance: no gossip port
-                "--log.level=warn",
-            ],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-        )
-        log.close()
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            if self._process.poll() is not None:
-                raise PrometheusError(f"alertmanager exited with {self._process.returncode}: {self.log()}")
-            with (
-                contextlib.suppress(OSError),
-                urllib.request.urlopen(f"{self.url}/-/ready", timeout=1) as reply,
-            ):
-                if reply.status == 200:
-                    return self
-            time.sleep(0.1)
-        self.__exit__()
-        raise PrometheusError(f"alertmanager not ready after 30 s: {self.log()}")
+        argv = [
+            self.binary,
+            f"--config.file={config}",
+            f"--storage.path={self.workdir / 'data'}",
+            f"--web.listen-address=127.0.0.1:{port}",
+            "--cluster.listen-address=",  # a single instance: no gossip port
+            "--log.level=warn",
+        ]
+        self._process = start_until_ready("alertmanager", argv, self.url, self.workdir, 30)
+        return self
 
     def __exit__(self, *exc: object) -> None:
         process, self._process = self._process, None
-        if process is not None and process.poll() is None:
-            process.terminate()
-            try:
-                process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait(timeout=10)
+        stop_process(process)
         shutil.rmtree(self.workdir, ignore_errors=True)
-
-    def log(self) -> str:
-        with contextlib.suppress(OSError):
-            return (self.workdir / "alertmanager.log").read_text()[-4000:]
-        return ""
 
     def api(self, path: str, payload: Any = None) -> Any:
         """GET (or POST `payload` to) /api/v2/<path>."""

@@ -59,6 +59,43 @@ class PrometheusError(RuntimeError):
     """Prometheus refused a query, or did not become ready in time."""
 
 
+def start_until_ready(
+    name: str, argv: Sequence[str], url: str, workdir: Path, timeout: float
+) -> subprocess.Popen[bytes]:
+    """Start a Prometheus-family server (Prometheus, Alertmanager) logging to `workdir/<name>.log`
+    and wait for its `/-/ready`; on failure stop it and raise with the end of its log."""
+    log_path = workdir / f"{name}.log"
+    with log_path.open("wb") as log:
+        process = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise PrometheusError(f"{name} exited with {process.returncode}: {_tail(log_path)}")
+        with contextlib.suppress(OSError), urllib.request.urlopen(f"{url}/-/ready", timeout=1) as reply:
+            if reply.status == 200:
+                return process
+        time.sleep(0.1)
+    stop_process(process)
+    raise PrometheusError(f"{name} not ready after {timeout} s: {_tail(log_path)}")
+
+
+def stop_process(process: subprocess.Popen[bytes] | None) -> None:
+    """Terminate a server started by `start_until_ready` (kill it if it lingers)."""
+    if process is not None and process.poll() is None:
+        process.terminate()
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(timeout=10)
+
+
+def _tail(log_path: Path) -> str:
+    with contextlib.suppress(OSError):
+        return log_path.read_text()[-4000:]
+    return ""
+
+
 @dataclass
 class LocalPrometheus:
     """A Prometheus server on loopback for one run: temporary storage, stopped on exit.
@@ -112,49 +149,19 @@ class LocalPrometheus:
         port = free_port()
         self.url = f"http://127.0.0.1:{port}"
         config = self.write_config()
-        log = (self.workdir / "prometheus.log").open("wb")
-        self._process = subprocess.Popen(
-            [
-                self.binary,
-                f"--config.file={config}",
-                f"--storage.tsdb.path={self.workdir / 'data'}",
-                f"--web.listen-address=127.0.0.1:{port}",
-                "--log.level=warn",
-            ],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-        )
-        log.close()
-        deadline = time.monotonic() + self.startup_timeout
-        while time.monotonic() < deadline:
-            if self._process.poll() is not None:
-                raise PrometheusError(f"prometheus exited with {self._process.returncode}: {self.log()}")
-            with (
-                contextlib.suppress(OSError),
-                urllib.request.urlopen(f"{self.url}/-/ready", timeout=1) as reply,
-            ):
-                if reply.status == 200:
-                    return
-            time.sleep(0.1)
-        self.stop()
-        raise PrometheusError(f"prometheus not ready after {self.startup_timeout} s: {self.log()}")
+        argv = [
+            self.binary,
+            f"--config.file={config}",
+            f"--storage.tsdb.path={self.workdir / 'data'}",
+            f"--web.listen-address=127.0.0.1:{port}",
+            "--log.level=warn",
+        ]
+        self._process = start_until_ready("prometheus", argv, self.url, self.workdir, self.startup_timeout)
 
     def stop(self) -> None:
         process, self._process = self._process, None
-        if process is not None and process.poll() is None:
-            process.terminate()
-            try:
-                process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait(timeout=10)
+        stop_process(process)
         shutil.rmtree(self.workdir, ignore_errors=True)
-
-    def log(self) -> str:
-        with contextlib.suppress(OSError):
-            return (self.workdir / "prometheus.log").read_text()[-4000:]
-        return ""
 
     def api(self, path: str, **params: str) -> Any:
         """GET /api/v1/<path>; returns `data`, raises PrometheusError on an error answer."""
