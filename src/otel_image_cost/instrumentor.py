@@ -107,8 +107,11 @@ _inside_call: ContextVar[TrackedCall | None] = ContextVar("otel_image_cost_insid
 # True while a method wrapper sends a call it chose not to track: the request hook leaves it too.
 _passed_over: ContextVar[bool] = ContextVar("otel_image_cost_passed_over", default=False)
 
-# Where the SDK builds each HTTP attempt of a request (its retry loop calls it once per attempt).
-_ATTEMPTS = ("openai._base_client", "BaseClient", "_build_request")
+# Where the SDK's retry loop waits before each retry (never called for a request that needs none).
+_RETRY_WAITS = (
+    ("openai._base_client", "SyncAPIClient", "_sleep_for_retry"),
+    ("openai._base_client", "AsyncAPIClient", "_sleep_for_retry"),
+)
 # Where every SDK request is sent, whichever method object made it: (module, class, method).
 _REQUESTS = (
     ("openai._base_client", "SyncAPIClient", "request"),
@@ -178,15 +181,19 @@ def _begin_request(client: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -
     return None
 
 
-def _count_attempt(
+def _count_retry(
     wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
 ) -> Any:
-    """Note the retry number of each HTTP attempt the SDK makes for the call being sent."""
+    """Note each retry the SDK is about to make for the call being sent (the wait before it).
+
+    Hooked where the SDK waits rather than where it builds each attempt, so that a call that
+    needs no retry, nearly every call, pays nothing here. Returns the SDK's own result (for the
+    async client, the coroutine the SDK awaits)."""
     call = _inside_call.get()
     if call is not None:
         retries = kwargs.get("retries_taken")
-        if isinstance(retries, int) and retries > call.resend_count:
-            call.resend_count = retries
+        if isinstance(retries, int) and retries >= call.resend_count:
+            call.resend_count = retries + 1
     return wrapped(*args, **kwargs)
 
 
@@ -404,9 +411,9 @@ class OpenAIImageCostInstrumentor(BaseInstrumentor):  # type: ignore[misc]
         for patch in _available(PATCHES):
             shell = _async_wrapper if patch.owner.startswith("Async") else _sync_wrapper
             wrap_function_wrapper(patch.module, f"{patch.owner}.{patch.method}", shell(patch))
-        module, owner, method = _ATTEMPTS
-        if hasattr(_sdk_class(module, owner), method):
-            wrap_function_wrapper(module, f"{owner}.{method}", _ours(_count_attempt))
+        for module, owner, method in _RETRY_WAITS:
+            if hasattr(_sdk_class(module, owner), method):
+                wrap_function_wrapper(module, f"{owner}.{method}", _ours(_count_retry))
         for (module, owner, method), hook in zip(_REQUESTS, (_sync_request, _async_request), strict=True):
             if hasattr(_sdk_class(module, owner), method):
                 wrap_function_wrapper(module, f"{owner}.{method}", _ours(hook))
@@ -420,7 +427,7 @@ class OpenAIImageCostInstrumentor(BaseInstrumentor):  # type: ignore[misc]
         _Active.runtime = None
         for patch in _available(PATCHES):
             _remove_our_layer(_owner(patch), patch.method)
-        for module, owner, method in (_ATTEMPTS, *_REQUESTS):
+        for module, owner, method in (*_RETRY_WAITS, *_REQUESTS):
             if hasattr(hooked := _sdk_class(module, owner), method):
                 _remove_our_layer(hooked, method)
         for module, owner, _ in SOCKET_CLASSES:
