@@ -36,6 +36,7 @@ import argparse
 import asyncio
 import contextlib
 import cProfile
+import functools
 import gc
 import importlib
 import importlib.metadata
@@ -59,12 +60,22 @@ import openai
 import wrapt
 from opentelemetry import context as otel_context
 from opentelemetry import metrics, trace
+from opentelemetry.sdk._logs import LoggerProvider
+from opentelemetry.sdk._logs.export import (
+    LogRecordExporter,
+    LogRecordExportResult,
+    SimpleLogRecordProcessor,
+)
+try:  # the exporter's name since OTel SDK 1.39; the old name warns
+    from opentelemetry.sdk._logs.export import InMemoryLogRecordExporter as InMemoryLogExporter
+except ImportError:  # pragma: no cover - older SDKs
+    from opentelemetry.sdk._logs.export import InMemoryLogExporter
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import HistogramDataPoint, InMemoryMetricReader, NumberDataPoint
 from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor, SpanExporter, SpanExportResult
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
-from opentelemetry.trace import SpanKind
+from opentelemetry.trace import NonRecordingSpan, SpanKind
 
 from otel_image_cost import OpenAIImageCostInstrumentor
 from otel_image_cost import instrumentor as ours_module
@@ -81,7 +92,9 @@ except ImportError:  # pragma: no cover - depends on the SDK line
 
 ROOT = Path(__file__).resolve().parents[1]
 SMALL_PROMPT = "a watercolor fox in the snow"
-LARGE_B64_BYTES = 1_500_000  # base64 characters of each image of the large-payload server (1.5 MB)
+# The large-payload servers: base64 characters of their one image (the default server's is ~1 KB),
+# and calls per batch (a 12 MB call takes ~30 ms on loopback).
+LARGE_PAYLOADS = {"1.5 MB": (1_500_000, 4), "6 MB": (6_000_000, 2), "12 MB": (12_000_000, 1)}
 STREAM_PARTIALS = 3
 TOOL = {"type": "image_generation", "quality": "low", "size": "1024x1024"}
 
@@ -144,18 +157,34 @@ class DiscardingExporter(SpanExporter):
         pass
 
 
+class DiscardingLogExporter(LogRecordExporter):
+    """Accepts every log record (the billing records) and keeps nothing."""
+
+    def export(self, batch: Sequence[Any]) -> LogRecordExportResult:
+        return LogRecordExportResult.SUCCESS
+
+    def shutdown(self) -> None:
+        pass
+
+    def force_flush(self, timeout_millis: int = 30000) -> bool:
+        return True
+
+
 @dataclass
 class Providers:
     tracer_provider: TracerProvider
     meter_provider: MeterProvider
     reader: InMemoryMetricReader
+    logger_provider: LoggerProvider
 
 
 def bench_providers() -> Providers:
     tracer_provider = TracerProvider()
     tracer_provider.add_span_processor(SimpleSpanProcessor(DiscardingExporter()))
     reader = InMemoryMetricReader()
-    return Providers(tracer_provider, MeterProvider(metric_readers=[reader]), reader)
+    logger_provider = LoggerProvider()
+    logger_provider.add_log_record_processor(SimpleLogRecordProcessor(DiscardingLogExporter()))
+    return Providers(tracer_provider, MeterProvider(metric_readers=[reader]), reader, logger_provider)
 
 
 class StartAttributes(SpanProcessor):
@@ -236,7 +265,9 @@ class Arm:
         if self.instrumentor is None:
             self.instrumentor = self.factory()
         self.instrumentor.instrument(
-            tracer_provider=providers.tracer_provider, meter_provider=providers.meter_provider
+            tracer_provider=providers.tracer_provider,
+            meter_provider=providers.meter_provider,
+            logger_provider=providers.logger_provider,
         )
 
     def uninstall(self) -> None:
@@ -287,7 +318,7 @@ def available_arms(peers: bool) -> list[Arm]:
 @dataclass
 class Clients:
     small: openai.OpenAI
-    large: openai.OpenAI
+    large: dict[str, openai.OpenAI]  # by payload title, one image each
     small_async: openai.AsyncOpenAI
 
 
@@ -336,8 +367,16 @@ WARM_FLOOR = "floor, warm loop"  # the floor's telemetry alone, in a tight loop 
 def loopback_scenarios(clients: Clients, quick: bool) -> list[Scenario]:
     scale = 2 if quick else 1
     return [
-        Scenario("sync_small", "sync generate, small", 20 // scale, run=lambda: _generate(clients.small)),
-        Scenario("sync_large", "sync generate, 1.5 MB", 4 // scale, run=lambda: _generate(clients.large)),
+        Scenario("sync_small", "sync generate, 1 KB", 20 // scale, run=lambda: _generate(clients.small)),
+        *(
+            Scenario(
+                f"sync_{title}",
+                f"sync generate, {title}",
+                max(1, batch // scale),
+                run=functools.partial(_generate, clients.large[title]),
+            )
+            for title, (_, batch) in LARGE_PAYLOADS.items()
+        ),
         Scenario(
             "async_small", "async generate, small", 20 // scale, arun=lambda: _agenerate(clients.small_async)
         ),
@@ -439,9 +478,21 @@ class SpanShape:
 
 
 @dataclass
+class RecordShape:
+    """A log record (a billing record) as emitted: its fields, and the span it was emitted under."""
+
+    event_name: str | None
+    severity_number: Any
+    severity_text: str | None
+    attributes: dict[str, Any]
+    span: int | None  # index of its span in the shape list
+
+
+@dataclass
 class Telemetry:
     spans: list[SpanShape] = field(default_factory=list)
     points: list[tuple[str, float, dict[str, Any]]] = field(default_factory=list)  # instrument, value
+    records: list[RecordShape] = field(default_factory=list)
 
     @property
     def attribute_count(self) -> int:
@@ -456,7 +507,10 @@ def capture_telemetry(arm: Arm, call: Callable[[], Any], runner: asyncio.Runner,
     tracer_provider.add_span_processor(at_start)
     tracer_provider.add_span_processor(SimpleSpanProcessor(exporter))
     reader = InMemoryMetricReader()
-    recording = Providers(tracer_provider, MeterProvider(metric_readers=[reader]), reader)
+    logs = InMemoryLogExporter()
+    logger_provider = LoggerProvider()
+    logger_provider.add_log_record_processor(SimpleLogRecordProcessor(logs))
+    recording = Providers(tracer_provider, MeterProvider(metric_readers=[reader]), reader, logger_provider)
     arm.install(recording)
     try:
         if is_async:
@@ -479,6 +533,17 @@ def capture_telemetry(arm: Arm, call: Callable[[], Any], runner: asyncio.Runner,
                 start_attributes=start,
                 end_attributes={k: v for k, v in final.items() if k not in start or start[k] != v},
                 parent=index.get(span.parent.span_id) if span.parent is not None else None,
+            )
+        )
+    for finished_log in logs.get_finished_logs():
+        log = finished_log.log_record
+        telemetry.records.append(
+            RecordShape(
+                event_name=getattr(log, "event_name", None),
+                severity_number=log.severity_number,
+                severity_text=log.severity_text,
+                attributes=dict(log.attributes or {}),
+                span=next((i for i, s in enumerate(finished) if s.context.span_id == log.span_id), None),
             )
         )
     data = reader.get_metrics_data()
@@ -511,14 +576,18 @@ def _parents_first(spans: list[ReadableSpan]) -> list[ReadableSpan]:
 
 
 class Floor:
-    """The same spans and metric points as one instrumented call, straight on the OTel SDK.
+    """The same spans, metric points and billing records as one instrumented call, straight on the
+    OTel SDK, with every attribute and value precomputed.
 
-    Spans start before the SDK call and end after it (so they are current for nothing, and cost what
-    starting, filling and ending them costs); every attribute and point value is precomputed.
+    Spans start before the SDK call and end after it, the first one current while the SDK sends
+    (as an instrumentation must, so that the HTTP layer's spans nest under it); each record is
+    emitted in its span's context.
     """
 
     def __init__(self, telemetry: Telemetry, providers: Providers) -> None:
         self._tracer = trace.get_tracer("bench.floor", tracer_provider=providers.tracer_provider)
+        self._logger = providers.logger_provider.get_logger("bench.floor")
+        self._records = telemetry.records
         instruments = Instruments.create(providers.meter_provider.get_meter("bench.floor"))
         by_name: dict[str, Any] = {
             "openai.image.cost": instruments.cost.add,
@@ -549,16 +618,34 @@ class Floor:
             span.end()
         for record, value, attributes in self._points:
             record(value, attributes)
+        for log in self._records:
+            span = spans[log.span] if log.span is not None else None
+            self._logger.emit(
+                timestamp=time.time_ns(),
+                context=trace.set_span_in_context(NonRecordingSpan(span.get_span_context())) if span else None,
+                severity_number=log.severity_number,
+                severity_text=log.severity_text,
+                attributes=log.attributes,
+                event_name=log.event_name,
+            )
 
     def once(self) -> None:
-        self.end(self.begin())
+        spans = self.begin()
+        otel_context.detach(self.attach(spans))
+        self.end(spans)
+
+    @staticmethod
+    def attach(spans: list[Any]) -> Any:
+        return otel_context.attach(trace.set_span_in_context(spans[0]))
 
     def around(self, run: Callable[[], Any]) -> Callable[[], Any]:
         def call() -> Any:
             spans = self.begin()
+            token = self.attach(spans)
             try:
                 return run()
             finally:
+                otel_context.detach(token)
                 self.end(spans)
 
         return call
@@ -566,9 +653,11 @@ class Floor:
     def around_async(self, arun: Callable[[], Awaitable[Any]]) -> Callable[[], Awaitable[Any]]:
         async def call() -> Any:
             spans = self.begin()
+            token = self.attach(spans)
             try:
                 return await arun()
             finally:
+                otel_context.detach(token)
                 self.end(spans)
 
         return call
@@ -853,7 +942,7 @@ def machine() -> dict[str, str]:
 
 
 def coverage(telemetry: Telemetry) -> str:
-    return f"{len(telemetry.spans)} span, {len(telemetry.points)} pt"
+    return f"{len(telemetry.spans)} span, {len(telemetry.points)} pt, {len(telemetry.records)} rec"
 
 
 @dataclass
@@ -886,12 +975,16 @@ def measure(args: argparse.Namespace) -> Run:
     trace.set_tracer_provider(providers.tracer_provider)
     metrics.set_meter_provider(providers.meter_provider)
     arms = available_arms(peers=not args.no_peers)
-    small_server, large_server = ServerProcess(), ServerProcess(LARGE_B64_BYTES)
+    small_server = ServerProcess()
+    large_servers = {title: ServerProcess(b64_bytes) for title, (b64_bytes, _) in LARGE_PAYLOADS.items()}
     runner = asyncio.Runner()
     try:
         clients = Clients(
             small=openai.OpenAI(base_url=small_server.base_url, api_key="sk-local", max_retries=0),
-            large=openai.OpenAI(base_url=large_server.base_url, api_key="sk-local", max_retries=0),
+            large={
+                title: openai.OpenAI(base_url=server.base_url, api_key="sk-local", max_retries=0)
+                for title, server in large_servers.items()
+            },
             small_async=openai.AsyncOpenAI(base_url=small_server.base_url, api_key="sk-local", max_retries=0),
         )
         loopback = loopback_scenarios(clients, quick)
@@ -948,7 +1041,8 @@ def measure(args: argparse.Namespace) -> Run:
     finally:
         runner.close()
         small_server.close()
-        large_server.close()
+        for server in large_servers.values():
+            server.close()
     return Run(
         arms=arms,
         loopback=loopback,
