@@ -28,8 +28,10 @@ def billing_attributes(
     """What a record carries: the call's attributes (every cost component and part included,
     whatever parts a call kind has) without prompt text, its attribution, and the reasons of
     all its unpriced parts (one reason, or several distinct ones joined by commas, in part order)."""
-    record: t.Attributes = dict(attribution)  # first: an attribution key never displaces the call's own
-    record.update((key, value) for key, value in call_attributes.items() if key not in t.CONTENT_KEYS)
+    # attribution first: its keys never displace the call's own
+    record: t.Attributes = {**attribution, **call_attributes} if attribution else dict(call_attributes)
+    for key in t.CONTENT_KEYS:
+        record.pop(key, None)
     record.pop(t.IMAGE_UNPRICED_REASON, None)
     if unpriced_reasons:
         record[t.IMAGE_UNPRICED_REASON] = ",".join(dict.fromkeys(unpriced_reasons))

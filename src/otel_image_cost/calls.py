@@ -97,8 +97,21 @@ def is_azure(client: Any) -> bool:
 
 
 def server_of(client: Any) -> tuple[str | None, int | None]:
+    """(host, port) of the client's base URL, read once per URL object (the SDK keeps one per
+    client; the module-level client's follows `openai.base_url`, so the key is the URL itself)."""
     url = getattr(client, "base_url", None)
-    return getattr(url, "host", None) or None, getattr(url, "port", None)
+    known = _SERVERS.get(id(url))
+    if known is not None and known[0] is url:
+        return known[1], known[2]
+    if len(_SERVERS) >= _SERVERS_CAPACITY:
+        _SERVERS.clear()
+    host, port = getattr(url, "host", None) or None, getattr(url, "port", None)
+    _SERVERS[id(url)] = (url, host, port)  # holding the URL keeps its id from being reused
+    return host, port
+
+
+_SERVERS: dict[int, tuple[Any, str | None, int | None]] = {}
+_SERVERS_CAPACITY = 64
 
 
 def resolve_image_model(
@@ -177,6 +190,8 @@ class TrackedCall:
         self.outcome = t.OUTCOME_OK
         self.request_id: str | None = None
         self._unpriced_reasons: tuple[str, ...] = ()
+        self._exported: dict[str, str] | None = None  # the attribution as exported, made once
+        self._unsent: t.Attributes = {}  # set since the span started; sent to it once, at its end
         self.resend_count = 0  # HTTP attempts the SDK retried, noted by the instrumentor
         self._started = time.perf_counter()
         self.started_ns = time.time_ns()
@@ -195,13 +210,23 @@ class TrackedCall:
             attributes=self.span_attributes(self.attributes),
             start_time=self.started_ns,
         )
+        self._unsent = {}
         return self.span
 
     def span_attributes(self, attributes: t.Attributes) -> t.Attributes:
         """`attributes` with the attribution: custom keys first, so that ours win a name clash
         and are never the ones the SDK's attribute limit evicts (it drops the oldest)."""
+        if not self.attribution:
+            return attributes
         attribution = span_attribution(self.attribution, self.runtime.settings)
         return {**{k: v for k, v in attribution.items() if k not in attributes}, **attributes}
+
+    def exported_attribution(self) -> dict[str, str]:
+        """The attribution as metrics and billing records carry it (pseudonymised), made once,
+        when the call is recorded (a retrieve learns its user from the response)."""
+        if self._exported is None:
+            self._exported = exported_attribution(self.attribution, self.runtime.settings)
+        return self._exported
 
     def activate(self) -> Token[Context] | None:
         """Make the span current while the SDK sends the request (HTTP spans nest under it).
@@ -298,10 +323,11 @@ class TrackedCall:
             if self.resend_count:
                 ending[t.HTTP_RESEND_COUNT] = self.resend_count
             self.set_attributes(ending)
+            unsent, self._unsent = self._unsent, {}
+            span.set_attributes(unsent)  # everything the call learnt, in one pass of the SDK
             billing = self.runtime.billing
             if billing is not None:
-                attribution = exported_attribution(self.attribution, self.runtime.settings)  # as on metrics
-                record = billing_attributes(self.attributes, attribution, self._unpriced_reasons)
+                record = billing_attributes(self.attributes, self.exported_attribution(), self._unpriced_reasons)
                 emit_billing_record(billing, span, record)
         except Exception as exc:
             report_internal_error("billing record", exc)
@@ -317,15 +343,15 @@ class TrackedCall:
         return time.perf_counter() - self._started
 
     def set_attributes(self, attributes: t.Attributes) -> None:
+        """Note attributes for the call's span; they reach it when it ends (the span is exported
+        only then, and one `set_attributes` of the SDK costs less than several)."""
         self.attributes.update(attributes)
-        if self.span is not None:
-            self.span.set_attributes(attributes)
+        self._unsent.update(attributes)
 
     def metric_labels(self) -> dict[str, Any]:
         """The bounded label set: call attributes of the contract plus the chosen attribution keys."""
-        settings = self.runtime.settings
-        attribution = exported_attribution(self.attribution, settings) if self.attribution else {}
-        return t.metric_labels(self.attributes, attribution, settings.metric_attributes)
+        attribution = self.exported_attribution() if self.attribution else {}
+        return t.metric_labels(self.attributes, attribution, self.runtime.settings.metric_attributes)
 
     def _histogram_labels(self, labels: Mapping[str, Any]) -> dict[str, Any]:
         if self._server_address is None:

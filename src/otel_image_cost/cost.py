@@ -8,7 +8,7 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from decimal import Decimal
 from types import MappingProxyType
 from typing import Final, TypeVar
@@ -67,10 +67,14 @@ class ImageTokenUsage:
     cached_image_tokens: int | None = None  # ...cached_tokens_details.cached_image_tokens
     output_image_tokens: int | None = None  # output_tokens_details.image_tokens
     output_text_tokens: int | None = None  # output_tokens_details.text_tokens
+    # Rule 11, decided once (every consumer asks): every count an integer in 0..10^9, no detail
+    # or cached count above its total.
+    valid: bool = field(init=False, repr=False, compare=False)
 
-    @property
-    def valid(self) -> bool:
-        """Rule 11: every count an integer in 0..10^9, no detail or cached count above its total."""
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "valid", self._plausible())
+
+    def _plausible(self) -> bool:
         counts = (
             self.input_tokens,
             self.output_tokens,
@@ -82,8 +86,9 @@ class ImageTokenUsage:
             self.output_image_tokens,
             self.output_text_tokens,
         )
-        if not all(plausible_count(count) for count in counts if count is not None):
-            return False
+        for count in counts:
+            if count is not None and not plausible_count(count):
+                return False
         text_in, image_in = self.input_text_tokens or 0, self.input_image_tokens or 0
         cached = (self.cached_text_tokens or 0) + (self.cached_image_tokens or 0)
         return (
@@ -145,13 +150,12 @@ class Cost:
     components: Mapping[str, Decimal]
     pricing_version: str | None
     unpriced_reason: str | None = None  # "unknown_model", "no_usage", "no_model", "missing_price", ...
+    # Sum of the components, None when the call could not be priced; summed once (read often).
+    total: Decimal | None = field(init=False, repr=False, compare=False)
 
-    @property
-    def total(self) -> Decimal | None:
-        """Sum of the components; None when the call could not be priced."""
-        if self.source == "unknown":
-            return None
-        return sum(self.components.values(), Decimal(0))
+    def __post_init__(self) -> None:
+        total = None if self.source == "unknown" else sum(self.components.values(), Decimal(0))
+        object.__setattr__(self, "total", total)
 
 
 class _Unpriceable(Exception):

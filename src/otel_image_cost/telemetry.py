@@ -8,6 +8,7 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
+from types import MappingProxyType
 from typing import Protocol
 
 from opentelemetry.metrics import Counter, Histogram, Meter
@@ -149,18 +150,43 @@ def metric_labels(
 ) -> dict[str, AttributeValue]:
     """The bounded label set of a call: the contract's call attributes (quality and size from
     fixed sets, every other value safe text) plus the attribution `keys`."""
-    labels: dict[str, AttributeValue] = {
-        key: safe_value(attributes[key]) for key in METRIC_CALL_KEYS if key in attributes
-    }
-    if IMAGE_QUALITY in labels:
-        labels[IMAGE_QUALITY] = quality_label(labels[IMAGE_QUALITY])
-    if IMAGE_SIZE in labels:
-        labels[IMAGE_SIZE] = size_label(labels[IMAGE_SIZE])
+    labels = dict(_call_labels(tuple(attributes.get(key) for key in METRIC_CALL_KEYS)))
     if attribution:
         for key in keys:
             if key in attribution:
                 labels[key] = safe_value(attribution[key])
     return labels
+
+
+def _call_labels(values: tuple[AttributeValue | None, ...]) -> Mapping[str, AttributeValue]:
+    """The call attributes' labels (values in `METRIC_CALL_KEYS` order), made once per distinct
+    set of values: calls repeat a few models, qualities and sizes. Bounded: the memo is emptied
+    when full, so hostile values cost their labels' making again, never memory."""
+    try:
+        return _CALL_LABELS[values]
+    except KeyError:
+        pass
+    except TypeError:  # a value that cannot be a dict key (a list): made each time
+        return _make_call_labels(values)
+    if len(_CALL_LABELS) >= _CALL_LABELS_CAPACITY:
+        _CALL_LABELS.clear()
+    labels = _CALL_LABELS[values] = _make_call_labels(values)
+    return labels
+
+
+def _make_call_labels(values: tuple[AttributeValue | None, ...]) -> Mapping[str, AttributeValue]:
+    labels: dict[str, AttributeValue] = {
+        key: safe_value(value) for key, value in zip(METRIC_CALL_KEYS, values, strict=True) if value is not None
+    }
+    if IMAGE_QUALITY in labels:
+        labels[IMAGE_QUALITY] = quality_label(labels[IMAGE_QUALITY])
+    if IMAGE_SIZE in labels:
+        labels[IMAGE_SIZE] = size_label(labels[IMAGE_SIZE])
+    return MappingProxyType(labels)
+
+
+_CALL_LABELS: dict[tuple[AttributeValue | None, ...], Mapping[str, AttributeValue]] = {}
+_CALL_LABELS_CAPACITY = 1024
 
 
 def token_attributes(usage: TokenCounts | None) -> Attributes:
