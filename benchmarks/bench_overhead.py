@@ -66,6 +66,7 @@ from opentelemetry.sdk._logs.export import (
     LogRecordExportResult,
     SimpleLogRecordProcessor,
 )
+
 try:  # the exporter's name since OTel SDK 1.39; the old name warns
     from opentelemetry.sdk._logs.export import InMemoryLogRecordExporter as InMemoryLogExporter
 except ImportError:  # pragma: no cover - older SDKs
@@ -620,9 +621,10 @@ class Floor:
             record(value, attributes)
         for log in self._records:
             span = spans[log.span] if log.span is not None else None
+            context = trace.set_span_in_context(NonRecordingSpan(span.get_span_context())) if span else None
             self._logger.emit(
                 timestamp=time.time_ns(),
-                context=trace.set_span_in_context(NonRecordingSpan(span.get_span_context())) if span else None,
+                context=context,
                 severity_number=log.severity_number,
                 severity_text=log.severity_text,
                 attributes=log.attributes,
@@ -1087,6 +1089,69 @@ class Report:
     data: dict[str, Any]
 
 
+TARGET_MULTIPLE = 1.3  # issue 12: our added CPU at most 1.3 times the floor's
+TARGET_GROWTH_US = 20.0  # issue 12: the 6 MB call adds at most 20 µs more than the small one
+RATIO_SCENARIOS = ("sync_small", "async_small", "stream", "responses")
+
+
+def added_per_round(samples: Samples, scenario: str, arm: str) -> list[float]:
+    """CPU µs an arm added over `plain` in each round (rounds align: every round times every arm)."""
+    plain, other = samples.get(scenario, "plain", CPU), samples.get(scenario, arm, CPU)
+    return [b - a for a, b in zip(plain, other, strict=False)]
+
+
+def target_checks(run: Run, data: dict[str, Any]) -> list[str]:
+    """The issue's two targets, from the loopback rounds: added CPU over the floor's, and growth
+    with payload size (per round: the large call's added CPU minus the 1 KB call's)."""
+    lines = ["#### Against the targets: loopback, added CPU per call, median [quartiles]", ""]
+    lines.append("| scenario | ours µs | floor µs | ours / floor | no I/O: ours / floor | target |")
+    lines.append("|---|---|---|---|---|---|")
+    checks: dict[str, Any] = {}
+    no_io = data.get("no_io", {})
+    titles = {s.key: s.title for s in run.loopback}
+    for key in RATIO_SCENARIOS:
+        ours = quartiles(added_per_round(run.loop_samples, key, "ours"))
+        floor = quartiles(added_per_round(run.loop_samples, key, FLOOR))
+        multiple = ours[1] / floor[1] if floor[1] > 0 else float("nan")
+        mocked = no_io.get(key, {}).get("ours_over_floor")
+        mocked_cell = f"{mocked:.2f}" if isinstance(mocked, float) else "n/a"
+        met = "met" if multiple <= TARGET_MULTIPLE else f"missed by {multiple / TARGET_MULTIPLE - 1:.0%}"
+        lines.append(
+            f"| {titles.get(key, key)} | {fmt(ours)} | {fmt(floor)} | **{multiple:.2f}** | {mocked_cell} "
+            f"| ≤ {TARGET_MULTIPLE}: {met} |"
+        )
+        checks[key] = {"ours_added_us": ours, "floor_added_us": floor, "ours_over_floor": multiple}
+    lines.append("")
+    lines.append(
+        "| payload (one image) | ours added µs | floor added µs | ours growth over 1 KB, µs "
+        "| floor growth, µs | target |"
+    )
+    lines.append("|---|---|---|---|---|---|")
+    small = {arm: added_per_round(run.loop_samples, "sync_small", arm) for arm in ("ours", FLOOR)}
+    for title in ("1 KB", *LARGE_PAYLOADS):
+        key = "sync_small" if title == "1 KB" else f"sync_{title}"
+        added = {arm: added_per_round(run.loop_samples, key, arm) for arm in ("ours", FLOOR)}
+        growth = {
+            arm: quartiles([b - a for a, b in zip(small[arm], added[arm], strict=False)]) for arm in added
+        }
+        verdict = ""
+        if title == "6 MB":
+            verdict = "met" if growth["ours"][1] <= TARGET_GROWTH_US else "missed"
+            verdict = f"≤ {TARGET_GROWTH_US:.0f}: {verdict}"
+        grown = ("-", "-") if title == "1 KB" else (fmt(growth["ours"]), fmt(growth[FLOOR]))
+        lines.append(
+            f"| {title} | {fmt(quartiles(added['ours']))} | {fmt(quartiles(added[FLOOR]))} "
+            f"| {grown[0]} | {grown[1]} | {verdict} |"
+        )
+        checks[f"payload {title}"] = {
+            "growth_us": growth,
+            "added_us": {arm: quartiles(values) for arm, values in added.items()},
+        }
+    lines.append("")
+    data["targets"] = checks
+    return lines
+
+
 def build_report(run: Run, argv: list[str]) -> Report:
     peers = [a for a in run.arms if a.name != "plain"]
     lines: list[str] = []
@@ -1176,6 +1241,8 @@ def build_report(run: Run, argv: list[str]) -> Report:
         data["no_io"][scenario.key] = entry
         lines.append("| " + " | ".join(cells) + " |")
     lines.append("")
+
+    lines.extend(target_checks(run, data))
 
     lines.append("#### Per stream event (ours), added CPU µs per event, median [quartiles]")
     lines.append("")

@@ -327,7 +327,8 @@ class TrackedCall:
             span.set_attributes(unsent)  # everything the call learnt, in one pass of the SDK
             billing = self.runtime.billing
             if billing is not None:
-                record = billing_attributes(self.attributes, self.exported_attribution(), self._unpriced_reasons)
+                attribution = self.exported_attribution()
+                record = billing_attributes(self.attributes, attribution, self._unpriced_reasons)
                 emit_billing_record(billing, span, record)
         except Exception as exc:
             report_internal_error("billing record", exc)

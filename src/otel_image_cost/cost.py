@@ -1,6 +1,9 @@
 """The cost engine: plain data in, plain data out, `Decimal` USD (cost-model.md rules 1-4 and 7).
 
 Nothing here knows about the SDK or OpenTelemetry, so every rule can be tested with literals.
+The value classes are slotted but not frozen: several are built per call, and a frozen
+dataclass sets each field through `object.__setattr__` (about five times the cost). Nothing
+changes them once built.
 """
 
 from __future__ import annotations
@@ -54,7 +57,7 @@ _SPLIT_MAX_EXPONENT: Final = -12
 _T = TypeVar("_T")
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class ImageTokenUsage:
     """An image model's token usage exactly as a response reported it (None = field absent)."""
 
@@ -72,7 +75,7 @@ class ImageTokenUsage:
     valid: bool = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "valid", self._plausible())
+        self.valid = self._plausible()
 
     def _plausible(self) -> bool:
         counts = (
@@ -106,7 +109,7 @@ def plausible_count(count: object) -> bool:
     return type(count) is int and 0 <= count <= MAX_COUNT
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class SvgAuthorUsage:
     """The SVG author model's tokens (`svg_usage`), billed beside the image's (rule 9)."""
 
@@ -123,7 +126,7 @@ class SvgAuthorUsage:
         return all(plausible_count(count) for count in counts) and reasoning <= self.output_tokens
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class ImageGeneration:
     """What is priced: the images of one call (or of one Responses image item)."""
 
@@ -140,7 +143,7 @@ class ImageGeneration:
     )
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Cost:
     """A priced (or unpriceable) call; components add up to the total."""
 
@@ -155,7 +158,7 @@ class Cost:
 
     def __post_init__(self) -> None:
         total = None if self.source == "unknown" else sum(self.components.values(), Decimal(0))
-        object.__setattr__(self, "total", total)
+        self.total = total
 
 
 class _Unpriceable(Exception):
@@ -262,10 +265,13 @@ def _bill(source: str, lines: Iterable[_Line], pricing_version: str) -> Cost:
             continue
         if unit_price is None:
             raise _Unpriceable("missing_price")
-        components[name] = components.get(name, Decimal(0)) + count * unit_price
-    if not math.isfinite(float(sum(components.values(), Decimal(0)))):
+        amount = count * unit_price
+        earlier = components.get(name)
+        components[name] = amount if earlier is None else earlier + amount
+    cost = Cost(source, MappingProxyType(components), pricing_version)
+    if cost.total is not None and not math.isfinite(float(cost.total)):
         raise _Unpriceable("invalid_usage")  # finite in Decimal, but not as the float USD we emit
-    return Cost(source, MappingProxyType(components), pricing_version)
+    return cost
 
 
 def _usage_lines(usage: ImageTokenUsage, row: TokenModelPrices) -> list[_Line]:

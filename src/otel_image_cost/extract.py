@@ -2,7 +2,8 @@
 
 Pure functions over plain data: a response may be an SDK model or the same JSON as a dict, so
 everything here is tested on recorded payloads without the SDK. Nothing keeps a reference to
-a payload: only counts and short strings leave this module.
+a payload: only counts and short strings leave this module. Its value classes are slotted, not
+frozen, for the reason `cost` gives.
 """
 
 from __future__ import annotations
@@ -142,7 +143,7 @@ def svg_author_usage(svg_usage: Any) -> SvgAuthorUsage | None:
     )
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class ImageRequest:
     """What an Images API call asked for."""
 
@@ -185,7 +186,7 @@ def image_request(operation: str, kwargs: Mapping[str, Any]) -> ImageRequest:
     )
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class ImagesOutcome:
     """What an Images API response (or a whole stream of events) reported."""
 

@@ -1,7 +1,8 @@
 """Facts about a Responses API call that may draw images with the `image_generation` tool.
 
 Pure functions over plain data, like `extract`: a response is an SDK model or its JSON. The
-image bytes (`result`, `partial_image_b64`) are never read.
+image bytes (`result`, `partial_image_b64`) are never read. Value classes are slotted, not frozen
+(see `cost`).
 """
 
 from __future__ import annotations
@@ -37,7 +38,7 @@ _ITEM_DONE = "response.output_item.done"
 IN_PROGRESS = "in_progress"
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class ImageTool:
     """The `image_generation` tool entry of a request, or as the response echoes it."""
 
@@ -77,7 +78,7 @@ def image_tool(tools: Any) -> ImageTool | None:
     return None
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class ResponsesRequest:
     """What a `responses.create` / `parse` / `retrieve` call asked for."""
 
@@ -105,7 +106,7 @@ def responses_request(args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> Respo
     )
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class TextUsage:
     """The mainline (text) model's usage."""
 
@@ -120,7 +121,7 @@ class TextUsage:
         return all(plausible_count(c) for c in counts) and self.cached_tokens <= self.input_tokens
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class ImageCallItem:
     """One `image_generation_call` output item: one image, or one failed attempt."""
 
@@ -165,7 +166,7 @@ def image_call_item(item: Any) -> ImageCallItem:
     )
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class ResponseOutcome:
     """What a Responses API response reported about its text model and its images."""
 

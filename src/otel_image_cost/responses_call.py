@@ -330,7 +330,7 @@ class ResponsesCall(TrackedCall):
         span.end(end_time=item.completed_ns)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class _Description:
     """A response's images as its span describes them, and what pricing them starts from."""
 

@@ -176,7 +176,9 @@ def _call_labels(values: tuple[AttributeValue | None, ...]) -> Mapping[str, Attr
 
 def _make_call_labels(values: tuple[AttributeValue | None, ...]) -> Mapping[str, AttributeValue]:
     labels: dict[str, AttributeValue] = {
-        key: safe_value(value) for key, value in zip(METRIC_CALL_KEYS, values, strict=True) if value is not None
+        key: safe_value(value)
+        for key, value in zip(METRIC_CALL_KEYS, values, strict=True)
+        if value is not None
     }
     if IMAGE_QUALITY in labels:
         labels[IMAGE_QUALITY] = quality_label(labels[IMAGE_QUALITY])
