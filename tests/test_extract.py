@@ -14,6 +14,8 @@ from otel_image_cost.extract import (
     image_request,
     image_token_usage,
     images_response_outcome,
+    request_prompt,
+    request_user,
 )
 
 from conftest import RECORDED
@@ -41,9 +43,14 @@ def test_request_arguments_and_sdk_sentinels() -> None:
         },
     )
     assert (request.model, request.n, request.quality, request.size) == ("gpt-image-1", 3, None, None)
-    assert (request.partial_images, request.stream, request.user, request.prompt) == (2, True, "s", "a cat")
+    assert (request.partial_images, request.stream) == (2, True)
+    assert (request_user({"user": "u", "safety_identifier": "s"}), request_prompt({"prompt": "a cat"})) == (
+        "s",
+        "a cat",
+    )
     assert image_request("edit", {"prompt": "x"}).n == 1
-    assert image_request("edit", {"prompt": "x", "user": "u"}).user == "u"
+    assert request_user({"prompt": "x", "user": "u"}) == "u"
+    assert (request_user({"safety_identifier": omit}), request_prompt({"prompt": NOT_GIVEN})) == (None, None)
 
 
 def test_edit_response_with_full_details() -> None:

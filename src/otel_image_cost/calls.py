@@ -9,9 +9,10 @@ from __future__ import annotations
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Mapping
+from collections.abc import Hashable, Mapping
 from contextvars import Token
 from dataclasses import dataclass, field
+from types import MappingProxyType
 from typing import Any
 
 from opentelemetry import context as otel_context
@@ -19,6 +20,7 @@ from opentelemetry import trace
 from opentelemetry._logs import Logger
 from opentelemetry.context import Context
 from opentelemetry.trace import Span, SpanKind, Status, StatusCode, Tracer
+from opentelemetry.util.types import AttributeValue
 
 from . import telemetry as t
 from .attribution import current_attribution, exported_attribution, safe_value, span_attribution, valid_text
@@ -26,11 +28,15 @@ from .billing import billing_attributes, emit_billing_record
 from .config import Settings
 from .cost import Cost, ImageGeneration, price_image_generation
 from .extract import (
+    IMAGE_REQUEST_ARGUMENTS,
+    ImageRequest,
     ImagesOutcome,
     ImagesStreamTally,
     gif_frame_count,
     image_request,
     images_response_outcome,
+    request_prompt,
+    request_user,
 )
 from .prices import PriceTable
 from .safety import report_internal_error
@@ -78,6 +84,8 @@ class Runtime:
     default_tool_model: str | None = None  # the Responses image tool's default, as the SDK documents it
     priced_responses: PricedResponses = field(default_factory=PricedResponses)
     billing: Logger | None = None  # where billing records go; None when they are turned off
+    # What each kind of Images call asks for, resolved once per kind (see `images_call_kind`).
+    images_call_kinds: dict[Hashable, ImagesCallKind] = field(default_factory=dict)
 
     def price(self, generation: ImageGeneration) -> Cost:
         if self.prices is None:
@@ -386,50 +394,103 @@ class TrackedCall:
         )
 
 
+@dataclass(slots=True)
+class ImagesCallKind:
+    """What every Images call with the same arguments (but prompt and user) shares: the request,
+    the image model it resolves to, and its request attributes."""
+
+    request: ImageRequest
+    image_model: str | None
+    unresolved_reason: str | None
+    default_quality: str | None
+    default_size: str | None
+    attributes: Mapping[str, AttributeValue]
+
+
+def images_call_kind(
+    runtime: Runtime, operation: str, client: Any, kwargs: Mapping[str, Any]
+) -> ImagesCallKind:
+    """The kind of an Images call, read once per distinct set of arguments (apps repeat a few).
+
+    The key holds each argument's type beside its value (`True == 1`, but `stream=1` is no
+    stream); an argument that cannot be a key (`extra_body`, a dict) makes the kind read afresh.
+    Bounded: the memo is emptied when full."""
+    values = tuple(map(kwargs.get, IMAGE_REQUEST_ARGUMENTS))
+    key = (
+        operation,
+        type(client),
+        getattr(client, "_azure_deployment", None),
+        values,
+        tuple(map(type, values)),
+    )
+    memo = runtime.images_call_kinds
+    try:
+        return memo[key]
+    except KeyError:
+        pass
+    except TypeError:  # an unhashable argument
+        return _read_images_call_kind(runtime, operation, client, kwargs)
+    if len(memo) >= _IMAGES_CALL_KINDS_CAPACITY:
+        memo.clear()
+    kind = memo[key] = _read_images_call_kind(runtime, operation, client, kwargs)
+    return kind
+
+
+_IMAGES_CALL_KINDS_CAPACITY = 256
+
+
+def _read_images_call_kind(
+    runtime: Runtime, operation: str, client: Any, kwargs: Mapping[str, Any]
+) -> ImagesCallKind:
+    request = image_request(operation, kwargs)
+    deployment = (getattr(client, "_azure_deployment", None) or request.model) if is_azure(client) else None
+    model, source, reason = resolve_image_model(
+        request.model, azure_deployment=deployment, settings=runtime.settings, prices=runtime.prices
+    )
+    default_quality, default_size = _DOCUMENTED_DEFAULTS.get(model or "", (None, None))
+    attributes: t.Attributes = {
+        t.IMAGE_N: request.n,
+        t.IMAGE_QUALITY: effective(None, request.quality, default_quality),
+        t.IMAGE_SIZE: effective(None, request.size, default_size),
+        **t.present(
+            {
+                t.IMAGE_MODEL: model,
+                t.IMAGE_MODEL_SOURCE: source,
+                t.IMAGE_PARTIAL_IMAGES_REQUESTED: request.partial_images,
+                t.IMAGE_BACKGROUND: request.background,
+                t.IMAGE_OUTPUT_FORMAT: request.output_format,
+                t.IMAGE_MODERATION: request.moderation,
+                t.IMAGE_INPUT_FIDELITY: request.input_fidelity,
+                t.IMAGE_COMPLEXITY: request.complexity,
+                t.IMAGE_FRAME_COUNT: gif_frame_count(request.output_format, request.frame_count),
+            }
+        ),
+    }
+    return ImagesCallKind(request, model, reason, default_quality, default_size, MappingProxyType(attributes))
+
+
 class ImagesCall(TrackedCall):
     """An `images.generate` / `edit` / `create_variation` call."""
 
     def __init__(self, runtime: Runtime, operation: str, client: Any, kwargs: Mapping[str, Any]) -> None:
-        self.request = request = image_request(operation, kwargs)
-        deployment = (
-            (getattr(client, "_azure_deployment", None) or request.model) if is_azure(client) else None
-        )
-        model, source, reason = resolve_image_model(
-            request.model, azure_deployment=deployment, settings=runtime.settings, prices=runtime.prices
-        )
-        self.image_model = model
-        self.unresolved_reason = reason
+        kind = images_call_kind(runtime, operation, client, kwargs)
+        self.request = request = kind.request
+        self.image_model = kind.image_model
+        self.unresolved_reason = kind.unresolved_reason
         self._outcome: ImagesOutcome | None = None
         self._tally: ImagesStreamTally | None = ImagesStreamTally() if request.stream else None
-        self._default_quality, self._default_size = _DOCUMENTED_DEFAULTS.get(model or "", (None, None))
-        attributes: t.Attributes = {
-            t.IMAGE_N: request.n,
-            t.IMAGE_QUALITY: effective(None, request.quality, self._default_quality),
-            t.IMAGE_SIZE: effective(None, request.size, self._default_size),
-            **t.present(
-                {
-                    t.IMAGE_MODEL: model,
-                    t.IMAGE_MODEL_SOURCE: source,
-                    t.IMAGE_PARTIAL_IMAGES_REQUESTED: request.partial_images,
-                    t.IMAGE_BACKGROUND: request.background,
-                    t.IMAGE_OUTPUT_FORMAT: request.output_format,
-                    t.IMAGE_MODERATION: request.moderation,
-                    t.IMAGE_INPUT_FIDELITY: request.input_fidelity,
-                    t.IMAGE_COMPLEXITY: request.complexity,
-                    t.IMAGE_FRAME_COUNT: gif_frame_count(request.output_format, request.frame_count),
-                }
-            ),
-        }
+        self._default_quality, self._default_size = kind.default_quality, kind.default_size
+        self.prompt = prompt = request_prompt(kwargs)
         super().__init__(
             runtime,
             operation_name=t.OPERATION_IMAGES,
             image_operation=operation,
             request_model=request.model,
-            request_user=request.user,
-            prompt=request.prompt,
+            request_user=request_user(kwargs),
+            prompt=prompt,
             client=client,
             streaming=request.stream,
-            attributes=attributes,
+            attributes=dict(kind.attributes),
         )
 
     def observe_response(self, response: Any) -> None:
@@ -470,7 +531,7 @@ class ImagesCall(TrackedCall):
             size=size,
             images=request.n if outcome is None or abandoned else received,
             partial_images=partials,
-            prompt_chars=len(request.prompt) if request.prompt is not None else None,
+            prompt_chars=len(self.prompt) if self.prompt is not None else None,
             usage=None if abandoned else usage,
             output_format=(outcome.output_format if outcome else None) or request.output_format,
             unpriced_reason=self.unresolved_reason,

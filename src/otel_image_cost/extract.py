@@ -145,7 +145,8 @@ def svg_author_usage(svg_usage: Any) -> SvgAuthorUsage | None:
 
 @dataclass(slots=True)
 class ImageRequest:
-    """What an Images API call asked for."""
+    """What an Images API call asked for, but for its prompt and user (`request_prompt`,
+    `request_user`): what calls of one kind share, so it can be read once per kind."""
 
     operation: str
     model: str | None
@@ -158,15 +159,30 @@ class ImageRequest:
     input_fidelity: str | None
     partial_images: int | None
     stream: bool
-    user: str | None
-    prompt: str | None
     complexity: str | None = None
     frame_count: int | None = None  # as sent (see `gif_frame_count` for the default)
 
 
+# The arguments `image_request` reads: calls that pass the same values ask for the same thing.
+IMAGE_REQUEST_ARGUMENTS = (
+    "model",
+    "n",
+    "quality",
+    "size",
+    "background",
+    "output_format",
+    "moderation",
+    "input_fidelity",
+    "partial_images",
+    "stream",
+    "complexity",
+    "frame_count",
+    "extra_body",
+)
+
+
 def image_request(operation: str, kwargs: Mapping[str, Any]) -> ImageRequest:
     """Read an `images.generate` / `edit` / `create_variation` call's keyword arguments."""
-    prompt = given(kwargs, "prompt")
     return ImageRequest(
         operation=operation,
         model=text(given(kwargs, "model")),
@@ -179,11 +195,19 @@ def image_request(operation: str, kwargs: Mapping[str, Any]) -> ImageRequest:
         input_fidelity=text(given(kwargs, "input_fidelity")),
         partial_images=integer(given(kwargs, "partial_images")),
         stream=given(kwargs, "stream") is True,
-        user=text(given(kwargs, "safety_identifier")) or text(given(kwargs, "user")),
-        prompt=prompt if isinstance(prompt, str) else None,
         complexity=text(requested(kwargs, "complexity")),
         frame_count=integer(requested(kwargs, "frame_count")),
     )
+
+
+def request_prompt(kwargs: Mapping[str, Any]) -> str | None:
+    prompt = kwargs.get("prompt")
+    return prompt if isinstance(prompt, str) else None
+
+
+def request_user(kwargs: Mapping[str, Any]) -> str | None:
+    """Who the request says it is for: `safety_identifier`, else the older `user`."""
+    return text(given(kwargs, "safety_identifier")) or text(given(kwargs, "user"))
 
 
 @dataclass(slots=True)
