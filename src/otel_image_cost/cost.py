@@ -89,8 +89,8 @@ class ImageTokenUsage:
             self.output_image_tokens,
             self.output_text_tokens,
         )
-        for count in counts:
-            if count is not None and not plausible_count(count):
+        for count in counts:  # `plausible_count`, inline: this runs for every usage read
+            if count is not None and not (type(count) is int and 0 <= count <= MAX_COUNT):
                 return False
         text_in, image_in = self.input_text_tokens or 0, self.input_image_tokens or 0
         cached = (self.cached_text_tokens or 0) + (self.cached_image_tokens or 0)

@@ -47,6 +47,28 @@ def field(obj: Any, name: str) -> Any:
     return _field(obj, name)
 
 
+def fields(obj: Any, names: tuple[str, ...]) -> tuple[Any, ...] | list[Any]:
+    """`field` of several names, in order: one look at the object's storage for all of them."""
+    kind: type = type(obj)
+    if kind is dict:
+        return tuple(map(obj.get, names))
+    known = _PLAIN_NAMES.get(kind)
+    if known is not None and known.issuperset(names):
+        stored = obj.__dict__
+        extra = getattr(obj, "__pydantic_extra__", None)
+        if not extra:
+            return tuple(map(stored.get, names))
+        return [stored[name] if name in stored else extra.get(name) for name in names]
+    if obj is None:
+        return (None,) * len(names)
+    return [field(obj, name) for name in names]  # the first time: `field` learns the names
+
+
+def token_counts(values: tuple[Any, ...] | list[Any]) -> list[int | None]:
+    """`token_count` of each value."""
+    return [value if value is None or type(value) is int else INVALID_COUNT for value in values]
+
+
 def _field(obj: Any, name: str) -> Any:
     """`field` the first time a model class is asked for `name`, and for anything but models and dicts."""
     if isinstance(obj, Mapping):
@@ -131,16 +153,21 @@ def gif_frame_count(output_format: str | None, frame_count: int | None) -> int |
 
 def svg_author_usage(svg_usage: Any) -> SvgAuthorUsage | None:
     """An SVG output's `svg_usage` (Images response or `image_generation_call` item); None if absent."""
-    input_tokens = token_count(field(svg_usage, "input_tokens"))
-    output_tokens = token_count(field(svg_usage, "output_tokens"))
+    if svg_usage is None:
+        return None
+    model, *counts = fields(svg_usage, _SVG_USAGE_FIELDS)
+    input_tokens, output_tokens, reasoning_tokens = token_counts(counts)
     if input_tokens is None or output_tokens is None:
         return None
     return SvgAuthorUsage(
-        model=text(field(svg_usage, "model")),
+        model=text(model),
         input_tokens=input_tokens,
         output_tokens=output_tokens,
-        reasoning_tokens=token_count(field(svg_usage, "reasoning_tokens")),
+        reasoning_tokens=reasoning_tokens,
     )
+
+
+_SVG_USAGE_FIELDS = ("model", "input_tokens", "output_tokens", "reasoning_tokens")
 
 
 @dataclass(slots=True)
@@ -228,26 +255,41 @@ class ImagesOutcome:
 
 def image_token_usage(usage: Any) -> ImageTokenUsage | None:
     """An image model's usage object (Images API or Responses `tool_usage.image_gen`)."""
-    input_tokens = token_count(field(usage, "input_tokens"))
-    output_tokens = token_count(field(usage, "output_tokens"))
+    if usage is None:
+        return None
+    total_in, total_out, cached, input_details, cached_details, output_details = fields(usage, _USAGE_FIELDS)
+    input_tokens, output_tokens, cached = token_counts((total_in, total_out, cached))
     if input_tokens is None or output_tokens is None:
         return None
-    input_details = field(usage, "input_tokens_details")
+    text_in, image_in, cached_in, inner_cached_details = fields(input_details, _INPUT_DETAILS_FIELDS)
+    text_in, image_in, cached_in = token_counts((text_in, image_in, cached_in))
     # Cached counts sit beside the totals (Responses `tool_usage.image_gen`) or in the input details.
-    cached = token_count(field(usage, "cached_tokens"))
-    cached_details = field(usage, "cached_tokens_details") or field(input_details, "cached_tokens_details")
-    output_details = field(usage, "output_tokens_details")
+    cached_text, cached_image = token_counts(fields(cached_details or inner_cached_details, _CACHED_FIELDS))
+    image_out, text_out = token_counts(fields(output_details, _OUTPUT_DETAILS_FIELDS))
     return ImageTokenUsage(
         input_tokens=input_tokens,
         output_tokens=output_tokens,
-        input_text_tokens=token_count(field(input_details, "text_tokens")),
-        input_image_tokens=token_count(field(input_details, "image_tokens")),
-        cached_tokens=cached if cached is not None else token_count(field(input_details, "cached_tokens")),
-        cached_text_tokens=token_count(field(cached_details, "cached_text_tokens")),
-        cached_image_tokens=token_count(field(cached_details, "cached_image_tokens")),
-        output_image_tokens=token_count(field(output_details, "image_tokens")),
-        output_text_tokens=token_count(field(output_details, "text_tokens")),
+        input_text_tokens=text_in,
+        input_image_tokens=image_in,
+        cached_tokens=cached if cached is not None else cached_in,
+        cached_text_tokens=cached_text,
+        cached_image_tokens=cached_image,
+        output_image_tokens=image_out,
+        output_text_tokens=text_out,
     )
+
+
+_USAGE_FIELDS = (
+    "input_tokens",
+    "output_tokens",
+    "cached_tokens",
+    "input_tokens_details",
+    "cached_tokens_details",
+    "output_tokens_details",
+)
+_INPUT_DETAILS_FIELDS = ("text_tokens", "image_tokens", "cached_tokens", "cached_tokens_details")
+_CACHED_FIELDS = ("cached_text_tokens", "cached_image_tokens")
+_OUTPUT_DETAILS_FIELDS = ("image_tokens", "text_tokens")
 
 
 def compact_json(obj: Any) -> str | None:
@@ -288,22 +330,28 @@ def add_usage(a: ImageTokenUsage | None, b: ImageTokenUsage | None) -> ImageToke
 
 def images_response_outcome(response: Any, *, capture_content: bool = False) -> ImagesOutcome:
     """Read an `ImagesResponse` (or its JSON)."""
-    data = items(field(response, "data"))
-    usage = field(response, "usage")
+    data, usage, quality, size, background, output_format, svg_usage = fields(response, _RESPONSE_FIELDS)
+    data = items(data)
     revised: tuple[str, ...] = ()
     if capture_content:
         revised = tuple(p for p in (field(item, "revised_prompt") for item in data) if isinstance(p, str))
     return ImagesOutcome(
         images=len(data),
-        quality=text(field(response, "quality")),
-        size=text(field(response, "size")),
-        background=text(field(response, "background")),
-        output_format=text(field(response, "output_format")),
+        quality=text(quality),
+        size=text(size),
+        background=text(background),
+        output_format=text(output_format),
         usage=image_token_usage(usage),
         usage_json=compact_json(usage),
         revised_prompts=revised,
-        svg_usage=svg_author_usage(field(response, "svg_usage")),
+        svg_usage=svg_author_usage(svg_usage),
     )
+
+
+_RESPONSE_FIELDS = ("data", "usage", "quality", "size", "background", "output_format", "svg_usage")
+
+
+_EVENT_FIELDS = ("type", "quality", "size", "background", "output_format")
 
 
 class ImagesStreamTally:
@@ -331,7 +379,7 @@ class ImagesStreamTally:
         self._usage_json: list[str] = []
 
     def add(self, event: Any) -> None:
-        kind = field(event, "type")
+        kind, quality, size, background, output_format = fields(event, _EVENT_FIELDS)
         if not isinstance(kind, str):
             return
         if kind.endswith(_PARTIAL_EVENT_SUFFIX):
@@ -344,10 +392,10 @@ class ImagesStreamTally:
                 self._usage_json.append(compact_json(usage) or "null")
         else:
             return
-        self.quality = text(field(event, "quality")) or self.quality
-        self.size = text(field(event, "size")) or self.size
-        self.background = text(field(event, "background")) or self.background
-        self.output_format = text(field(event, "output_format")) or self.output_format
+        self.quality = text(quality) or self.quality
+        self.size = text(size) or self.size
+        self.background = text(background) or self.background
+        self.output_format = text(output_format) or self.output_format
 
     def outcome(self) -> ImagesOutcome | None:
         """What the stream reported; None when it delivered no image event at all (never read)."""

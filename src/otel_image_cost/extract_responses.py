@@ -16,6 +16,7 @@ from .cost import ImageTokenUsage, SvgAuthorUsage, plausible_count
 from .extract import (
     compact_json,
     field,
+    fields,
     given,
     image_token_usage,
     integer,
@@ -23,6 +24,7 @@ from .extract import (
     svg_author_usage,
     text,
     token_count,
+    token_counts,
 )
 
 IMAGE_TOOL = "image_generation"
@@ -62,20 +64,40 @@ def image_tool(tools: Any) -> ImageTool | None:
     """
     for tool in tools if isinstance(tools, Sequence) and not isinstance(tools, str | bytes) else ():
         if field(tool, "type") == IMAGE_TOOL:
+            *named, partial_images, frame_count = fields(tool, _TOOL_FIELDS)
+            model, quality, size, background, output_format, moderation, fidelity, action, complexity = map(
+                text, named
+            )
             return ImageTool(
-                model=text(field(tool, "model")),
-                quality=text(field(tool, "quality")),
-                size=text(field(tool, "size")),
-                background=text(field(tool, "background")),
-                output_format=text(field(tool, "output_format")),
-                moderation=text(field(tool, "moderation")),
-                input_fidelity=text(field(tool, "input_fidelity")),
-                action=text(field(tool, "action")),
-                partial_images=integer(field(tool, "partial_images")),
-                complexity=text(field(tool, "complexity")),
-                frame_count=integer(field(tool, "frame_count")),
+                model=model,
+                quality=quality,
+                size=size,
+                background=background,
+                output_format=output_format,
+                moderation=moderation,
+                input_fidelity=fidelity,
+                action=action,
+                partial_images=integer(partial_images),
+                complexity=complexity,
+                frame_count=integer(frame_count),
             )
     return None
+
+
+# The tool entry's text fields, then its two counts.
+_TOOL_FIELDS = (
+    "model",
+    "quality",
+    "size",
+    "background",
+    "output_format",
+    "moderation",
+    "input_fidelity",
+    "action",
+    "complexity",
+    "partial_images",
+    "frame_count",
+)
 
 
 @dataclass(slots=True)
@@ -147,23 +169,44 @@ class ImageCallItem:
 
 
 def image_call_item(item: Any) -> ImageCallItem:
-    error = field(item, "error")
-    categories = field(field(error, "moderation_details"), "categories")
-    revised = field(item, "revised_prompt")
+    *named, error, revised, svg_usage = fields(item, _ITEM_FIELDS)
+    item_id, status, action, quality, size, background, output_format = map(text, named)
+    categories = None
+    error_code = error_type = None
+    if error is not None:
+        code, kind, moderation = fields(error, _ERROR_FIELDS)
+        error_code, error_type = text(code), text(kind)
+        categories = field(moderation, "categories")
     return ImageCallItem(
-        id=text(field(item, "id")),
-        status=text(field(item, "status")),
-        action=text(field(item, "action")),
-        quality=text(field(item, "quality")),
-        size=text(field(item, "size")),
-        background=text(field(item, "background")),
-        output_format=text(field(item, "output_format")),
-        error_code=text(field(error, "code")),
-        error_type=text(field(error, "type")),
+        id=item_id,
+        status=status,
+        action=action,
+        quality=quality,
+        size=size,
+        background=background,
+        output_format=output_format,
+        error_code=error_code,
+        error_type=error_type,
         moderation_categories=tuple(text(c) or "" for c in items(categories)),
         revised_prompt=revised if isinstance(revised, str) else None,
-        svg_usage=svg_author_usage(field(item, "svg_usage")),
+        svg_usage=svg_author_usage(svg_usage),
     )
+
+
+# An item's text fields, then its error, revised prompt and SVG usage.
+_ITEM_FIELDS = (
+    "id",
+    "status",
+    "action",
+    "quality",
+    "size",
+    "background",
+    "output_format",
+    "error",
+    "revised_prompt",
+    "svg_usage",
+)
+_ERROR_FIELDS = ("code", "type", "moderation_details")
 
 
 @dataclass(slots=True)
@@ -189,29 +232,45 @@ class ResponseOutcome:
 
 def response_outcome(response: Any) -> ResponseOutcome:
     """Read a `Response` (or its JSON)."""
-    usage = field(response, "usage")
-    image_gen = field(field(response, "tool_usage"), "image_gen")
-    output = items(field(response, "output"))
+    *named, usage, tool_usage, output, tools = fields(response, _RESPONSE_FIELDS)
+    response_id, model, status, service_tier, safety_identifier, user = map(text, named)
+    image_gen = field(tool_usage, "image_gen")
     text_usage = None
-    input_tokens, output_tokens = (
-        token_count(field(usage, "input_tokens")),
-        token_count(field(usage, "output_tokens")),
-    )
+    total_in, total_out, input_details = fields(usage, _TEXT_USAGE_FIELDS)
+    input_tokens, output_tokens = token_counts((total_in, total_out))
     if input_tokens is not None and output_tokens is not None:
-        cached = token_count(field(field(usage, "input_tokens_details"), "cached_tokens")) or 0
+        cached = token_count(field(input_details, "cached_tokens")) or 0
         text_usage = TextUsage(input_tokens=input_tokens, cached_tokens=cached, output_tokens=output_tokens)
     return ResponseOutcome(
-        id=text(field(response, "id")),
-        model=text(field(response, "model")),
-        status=text(field(response, "status")),
-        service_tier=text(field(response, "service_tier")),
+        id=response_id,
+        model=model,
+        status=status,
+        service_tier=service_tier,
         usage=text_usage,
         image_usage=image_token_usage(image_gen),
         image_usage_json=compact_json(image_gen),
-        tool=image_tool(field(response, "tools")),
-        items=tuple(image_call_item(item) for item in output if field(item, "type") == IMAGE_CALL_ITEM),
-        user=text(field(response, "safety_identifier")) or text(field(response, "user")),
+        tool=image_tool(tools),
+        items=tuple(
+            image_call_item(item) for item in items(output) if field(item, "type") == IMAGE_CALL_ITEM
+        ),
+        user=safety_identifier or user,
     )
+
+
+# A response's text fields, then the objects read further.
+_RESPONSE_FIELDS = (
+    "id",
+    "model",
+    "status",
+    "service_tier",
+    "safety_identifier",
+    "user",
+    "usage",
+    "tool_usage",
+    "output",
+    "tools",
+)
+_TEXT_USAGE_FIELDS = ("input_tokens", "output_tokens", "input_tokens_details")
 
 
 class ResponsesStreamTally:

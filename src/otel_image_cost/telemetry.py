@@ -150,7 +150,7 @@ def metric_labels(
 ) -> dict[str, AttributeValue]:
     """The bounded label set of a call: the contract's call attributes (quality and size from
     fixed sets, every other value safe text) plus the attribution `keys`."""
-    labels = dict(_call_labels(tuple(attributes.get(key) for key in METRIC_CALL_KEYS)))
+    labels = dict(_call_labels(tuple(map(attributes.get, METRIC_CALL_KEYS))))
     if attribution:
         for key in keys:
             if key in attribution:
