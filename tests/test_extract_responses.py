@@ -52,10 +52,10 @@ def test_a_one_shot_iterable_of_tools_is_not_consumed() -> None:
 
 
 def test_retrieve_takes_the_response_id_positionally() -> None:
-    assert responses_request(("resp_1",), {"stream": True}).response_id == "resp_1"
-    assert responses_request((), {"response_id": "resp_2"}).response_id == "resp_2"
+    assert responses_request(("resp_1",), {"stream": True}, None).response_id == "resp_1"
+    assert responses_request((), {"response_id": "resp_2"}, None).response_id == "resp_2"
     request = responses_request(
-        (), {"model": "gpt-5", "input": "draw", "safety_identifier": "u", "tools": []}
+        (), {"model": "gpt-5", "input": "draw", "safety_identifier": "u", "tools": []}, None
     )
     assert (request.model, request.tool, request.user, request.prompt) == ("gpt-5", None, "u", "draw")
 

@@ -15,7 +15,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from .attribution import safe_value
+from .attribution import MAX_VALUE_CHARS, safe_value
 from .cost import INVALID_COUNT, ImageTokenUsage, SvgAuthorUsage
 
 GENERATE = "generate"
@@ -119,6 +119,18 @@ def text(value: Any) -> str | None:
         return None
     text = getattr(value, "value", value)  # tolerate enums
     return safe_value(text) if text != "" else None
+
+
+def texts(values: tuple[Any, ...] | list[Any]) -> list[str | None]:
+    """`text` of each value; the common one, a short ASCII string, is checked in line."""
+    return [
+        None
+        if value is None
+        else value
+        if type(value) is str and 0 < len(value) <= MAX_VALUE_CHARS and value.isascii()
+        else text(value)
+        for value in values
+    ]
 
 
 def items(value: Any) -> tuple[Any, ...] | list[Any]:
@@ -335,12 +347,13 @@ def images_response_outcome(response: Any, *, capture_content: bool = False) -> 
     revised: tuple[str, ...] = ()
     if capture_content:
         revised = tuple(p for p in (field(item, "revised_prompt") for item in data) if isinstance(p, str))
+    quality, size, background, output_format = texts((quality, size, background, output_format))
     return ImagesOutcome(
         images=len(data),
-        quality=text(quality),
-        size=text(size),
-        background=text(background),
-        output_format=text(output_format),
+        quality=quality,
+        size=size,
+        background=background,
+        output_format=output_format,
         usage=image_token_usage(usage),
         usage_json=compact_json(usage),
         revised_prompts=revised,

@@ -23,6 +23,7 @@ from .extract import (
     items,
     svg_author_usage,
     text,
+    texts,
     token_count,
     token_counts,
 )
@@ -65,8 +66,8 @@ def image_tool(tools: Any) -> ImageTool | None:
     for tool in tools if isinstance(tools, Sequence) and not isinstance(tools, str | bytes) else ():
         if field(tool, "type") == IMAGE_TOOL:
             *named, partial_images, frame_count = fields(tool, _TOOL_FIELDS)
-            model, quality, size, background, output_format, moderation, fidelity, action, complexity = map(
-                text, named
+            model, quality, size, background, output_format, moderation, fidelity, action, complexity = texts(
+                named
             )
             return ImageTool(
                 model=model,
@@ -113,13 +114,18 @@ class ResponsesRequest:
     prompt: str | None
 
 
-def responses_request(args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> ResponsesRequest:
-    """Read the arguments of a Responses call (`retrieve` takes the response id positionally)."""
+def responses_request(
+    args: tuple[Any, ...], kwargs: Mapping[str, Any], tool: ImageTool | None
+) -> ResponsesRequest:
+    """Read the arguments of a Responses call (`retrieve` takes the response id positionally).
+
+    `tool` is the request's image tool entry as `image_tool` read it: the caller has read it
+    already, to decide whether the call concerns images at all."""
     prompt = given(kwargs, "input")
     response_id = given(kwargs, "response_id") or (args[0] if args and isinstance(args[0], str) else None)
     return ResponsesRequest(
         model=text(given(kwargs, "model")),
-        tool=image_tool(given(kwargs, "tools")),
+        tool=tool,
         stream=given(kwargs, "stream") is True,
         background=given(kwargs, "background") is True,
         user=text(given(kwargs, "safety_identifier")) or text(given(kwargs, "user")),
@@ -139,8 +145,12 @@ class TextUsage:
     @property
     def valid(self) -> bool:
         """Rule 11: counts that can be right (integers in 0..10^9, cached within input)."""
-        counts = (self.input_tokens, self.cached_tokens, self.output_tokens)
-        return all(plausible_count(c) for c in counts) and self.cached_tokens <= self.input_tokens
+        return (
+            plausible_count(self.input_tokens)
+            and plausible_count(self.cached_tokens)
+            and plausible_count(self.output_tokens)
+            and self.cached_tokens <= self.input_tokens
+        )
 
 
 @dataclass(slots=True)
@@ -170,7 +180,7 @@ class ImageCallItem:
 
 def image_call_item(item: Any) -> ImageCallItem:
     *named, error, revised, svg_usage = fields(item, _ITEM_FIELDS)
-    item_id, status, action, quality, size, background, output_format = map(text, named)
+    item_id, status, action, quality, size, background, output_format = texts(named)
     categories = None
     error_code = error_type = None
     if error is not None:
@@ -233,7 +243,7 @@ class ResponseOutcome:
 def response_outcome(response: Any) -> ResponseOutcome:
     """Read a `Response` (or its JSON)."""
     *named, usage, tool_usage, output, tools = fields(response, _RESPONSE_FIELDS)
-    response_id, model, status, service_tier, safety_identifier, user = map(text, named)
+    response_id, model, status, service_tier, safety_identifier, user = texts(named)
     image_gen = field(tool_usage, "image_gen")
     text_usage = None
     total_in, total_out, input_details = fields(usage, _TEXT_USAGE_FIELDS)

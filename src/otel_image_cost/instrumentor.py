@@ -30,7 +30,7 @@ from . import extract
 from .calls import ImagesCall, Runtime, TrackedCall, client_of
 from .config import ENV_AZURE_DEPLOYMENTS, ENV_DEFAULT_IMAGE_MODEL, ENV_PRICES, Settings, load_settings
 from .extract import given
-from .extract_responses import documented_default_tool_model, image_tool
+from .extract_responses import documented_default_tool_model, image_tool, responses_request
 from .prices import PriceFileError, PriceTable, load_price_table
 from .responses_call import ResponsesCall
 from .results import observe_result
@@ -57,16 +57,17 @@ def _responses_create(
     runtime: Runtime, client: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
 ) -> TrackedCall | None:
     """`create` / `parse`: tracked only when the request offers the `image_generation` tool."""
-    if image_tool(given(kwargs, "tools")) is None:
+    tool = image_tool(given(kwargs, "tools"))
+    if tool is None:
         return None
-    return ResponsesCall(runtime, client, args, kwargs, retrieve=False)
+    return ResponsesCall(runtime, client, responses_request(args, kwargs, tool), retrieve=False)
 
 
 def _responses_retrieve(
     runtime: Runtime, client: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
 ) -> TrackedCall | None:
     """`retrieve`: whether it concerns images is known only from the response it returns."""
-    return ResponsesCall(runtime, client, args, kwargs, retrieve=True)
+    return ResponsesCall(runtime, client, responses_request(args, kwargs, None), retrieve=True)
 
 
 @dataclass(frozen=True, slots=True)

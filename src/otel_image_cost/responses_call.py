@@ -8,7 +8,7 @@ the text (mainline) part separately, and gives each image its own child span.
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from decimal import Decimal
 from types import MappingProxyType
@@ -27,9 +27,9 @@ from .extract_responses import (
     ImageCallItem,
     ImageTool,
     ResponseOutcome,
+    ResponsesRequest,
     ResponsesStreamTally,
     response_outcome,
-    responses_request,
 )
 from .safety import report_internal_error
 from .text_prices import price_svg_author, price_text_model
@@ -73,13 +73,12 @@ class ResponsesCall(TrackedCall):
         self,
         runtime: Runtime,
         client: Any,
-        args: tuple[Any, ...],
-        kwargs: Mapping[str, Any],
+        request: ResponsesRequest,
         *,
         retrieve: bool,
     ) -> None:
         """`client` is the SDK client the call goes through (on a WebSocket, what stands for it)."""
-        self.request = request = responses_request(args, kwargs)
+        self.request = request
         self._outcome: ResponseOutcome | None = None
         self._tally = ResponsesStreamTally() if request.stream else None
         super().__init__(

@@ -30,7 +30,7 @@ from opentelemetry.instrumentation.utils import is_instrumentation_enabled
 
 from .calls import Runtime
 from .extract import field, text
-from .extract_responses import FINAL_EVENTS, image_tool
+from .extract_responses import FINAL_EVENTS, image_tool, responses_request
 from .responses_call import ResponsesCall
 from .safety import report_internal_error
 
@@ -74,9 +74,11 @@ class SocketCalls:
     def sent(self, runtime: Runtime, payload: dict[str, Any], client: SocketClient) -> ResponsesCall | None:
         """A `response.create` left for the service: a call when it offers the image tool."""
         call = None
-        if image_tool(payload.get("tools")) is not None:
+        tool = image_tool(payload.get("tools"))
+        if tool is not None:
             # Over a WebSocket every response streams its events (`stream` is implicit).
-            call = ResponsesCall(runtime, client, (), {**payload, "stream": True}, retrieve=False)
+            request = responses_request((), {**payload, "stream": True}, tool)
+            call = ResponsesCall(runtime, client, request, retrieve=False)
         lane = payload.get("stream_id")
         with self._lock:
             self._lanes.setdefault(lane if isinstance(lane, str) else None, deque()).append(call)
