@@ -8,6 +8,7 @@ calls uninstrumented and instrumented (the benchmark's providers: spans, metrics
 records all recorded), each in its own process, and reports the instructions ours adds per call.
 
     python benchmarks/bench_payload_instructions.py          # needs valgrind (Debian: valgrind)
+    python benchmarks/bench_payload_instructions.py --cache  # also simulated cache misses (slower)
 
 Only the timed calls are counted: they run inside `operator.call`, the one function callgrind is
 told to collect in (`--toggle-collect`); imports, the server and warm-up calls are not counted.
@@ -83,12 +84,13 @@ def child(b64_bytes: int, arm: str, calls: int) -> None:
     operator.call(counted)
 
 
-def count(b64_bytes: int, arm: str, calls: int) -> int:
-    """Instructions executed by `calls` calls, from callgrind's summary line."""
+def count(b64_bytes: int, arm: str, calls: int, cache: bool) -> dict[str, int]:
+    """Events of `calls` calls (instructions `Ir`; with `cache`, also misses), from callgrind's summary."""
     done = subprocess.run(
         [
             "valgrind",
             "--tool=callgrind",
+            f"--cache-sim={'yes' if cache else 'no'}",
             "--collect-atstart=no",
             "--toggle-collect=_operator_call",
             "--callgrind-out-file=/dev/null",
@@ -104,15 +106,20 @@ def count(b64_bytes: int, arm: str, calls: int) -> int:
         env={**os.environ, "PYTHONHASHSEED": "0"},
         check=True,
     )
+    summary = {}
     for line in done.stderr.splitlines():
-        if "Collected :" in line:
-            return int(line.rsplit(":", 1)[1].strip())
-    raise RuntimeError(f"callgrind printed no count:\n{done.stderr[-2000:]}")
+        for label in ("Events", "Collected"):
+            if f"{label} :" in line:
+                summary[label] = line.rsplit(":", 1)[1].split()
+    if set(summary) != {"Events", "Collected"}:
+        raise RuntimeError(f"callgrind printed no count:\n{done.stderr[-2000:]}")
+    return dict(zip(summary["Events"], map(int, summary["Collected"]), strict=True))
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--calls", type=int, default=CALLS, help="counted calls per process")
+    parser.add_argument("--cache", action="store_true", help="simulate the caches: misses too")
     parser.add_argument("--child", nargs=3, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.child:
@@ -123,20 +130,33 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     jobs = [(title, arm) for title in PAYLOADS for arm in ARMS]
     with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
-        counts = dict(
-            zip(jobs, pool.map(lambda job: count(PAYLOADS[job[0]], job[1], args.calls), jobs), strict=True)
-        )
-    print(f"Instructions per sync generate call, {args.calls} counted calls per process (callgrind)")
+        found = pool.map(lambda job: count(PAYLOADS[job[0]], job[1], args.calls, args.cache), jobs)
+        counts = dict(zip(jobs, found, strict=True))
+    print(f"Per sync generate call, {args.calls} counted calls per process (callgrind)")
     print()
-    print("| payload (one image) | plain | ours | ours adds | ours adds, over the 1 KB call |")
-    print("|---|---|---|---|---|")
+    print(
+        "| payload (one image) | plain: instructions | ours | ours adds | over the 1 KB call |"
+        + (" ours adds: D1 misses | LL misses |" if args.cache else "")
+    )
+    print("|---|---|---|---|---|" + ("---|---|" if args.cache else ""))
     base = None
     for title in PAYLOADS:
-        plain, ours = (counts[(title, arm)] / args.calls for arm in ARMS)
-        added = ours - plain
+        plain, ours = (counts[(title, arm)] for arm in ARMS)
+        added = (ours["Ir"] - plain["Ir"]) / args.calls
         base = added if base is None else base
         growth = "-" if title == "1 KB" else f"{added - base:+,.0f} ({(added - base) / base:+.2%})"
-        print(f"| {title} | {plain:,.0f} | {ours:,.0f} | {added:,.0f} | {growth} |")
+        cells = [
+            title,
+            f"{plain['Ir'] / args.calls:,.0f}",
+            f"{ours['Ir'] / args.calls:,.0f}",
+            f"{added:,.0f}",
+            growth,
+        ]
+        if args.cache:
+            for events in (("D1mr", "D1mw"), ("ILmr", "DLmr", "DLmw")):
+                misses = sum(ours[e] - plain[e] for e in events) / args.calls
+                cells.append(f"{misses:,.0f}")
+        print("| " + " | ".join(cells) + " |")
     return 0
 
 
