@@ -61,16 +61,15 @@ import wrapt
 from opentelemetry import context as otel_context
 from opentelemetry import metrics, trace
 from opentelemetry.sdk._logs import LoggerProvider
-from opentelemetry.sdk._logs.export import (
-    LogRecordExporter,
-    LogRecordExportResult,
-    SimpleLogRecordProcessor,
-)
+from opentelemetry.sdk._logs.export import SimpleLogRecordProcessor
 
-try:  # the exporter's name since OTel SDK 1.39; the old name warns
+try:  # the log exporters' names in newer SDKs (the old in-memory name warns there)
     from opentelemetry.sdk._logs.export import InMemoryLogRecordExporter as InMemoryLogExporter
-except ImportError:  # pragma: no cover - older SDKs
+    from opentelemetry.sdk._logs.export import LogRecordExporter, LogRecordExportResult
+except ImportError:  # pragma: no cover - OTel SDK 1.38, the oldest admitted
     from opentelemetry.sdk._logs.export import InMemoryLogExporter
+    from opentelemetry.sdk._logs.export import LogExporter as LogRecordExporter
+    from opentelemetry.sdk._logs.export import LogExportResult as LogRecordExportResult
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import HistogramDataPoint, InMemoryMetricReader, NumberDataPoint
 from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor, TracerProvider
