@@ -63,3 +63,21 @@ def test_calls_of_one_kind_keep_their_own_prompt_and_user(
         ("a fox", "alice"),
         ("a much longer prompt about a fox", "bob"),
     ]
+
+
+def test_only_small_arguments_are_kept_as_keys(
+    instrumented: OpenAIImageCostInstrumentor, client: openai.OpenAI
+) -> None:
+    """A megabyte model name or a huge `n` is read afresh each time, never held by the memo."""
+    runtime = _runtime()
+    before = len(runtime.images_call_kinds)
+    long_model = "m" * 1_000_000
+    kind = images_call_kind(runtime, "generate", client, {"model": long_model})
+    assert kind.attributes["openai.image.model"] == "m" * 128  # made safe: cut to 128 characters
+    assert (
+        images_call_kind(runtime, "generate", client, {"model": "gpt-image-1", "n": 10**30}).request.n
+        == 10**30
+    )
+    assert len(runtime.images_call_kinds) == before
+    images_call_kind(runtime, "generate", client, {"model": "gpt-image-1", "n": 2, "stream": False})
+    assert len(runtime.images_call_kinds) == before + 1

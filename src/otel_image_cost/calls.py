@@ -6,6 +6,8 @@ once, failures); `ImagesCall` adds what the Images API asks and answers.
 
 from __future__ import annotations
 
+import functools
+import operator
 import threading
 import time
 from collections import OrderedDict
@@ -23,7 +25,14 @@ from opentelemetry.trace import Span, SpanKind, Status, StatusCode, Tracer
 from opentelemetry.util.types import AttributeValue
 
 from . import telemetry as t
-from .attribution import current_attribution, exported_attribution, safe_value, span_attribution, valid_text
+from .attribution import (
+    MAX_VALUE_CHARS,
+    current_attribution,
+    exported_attribution,
+    safe_value,
+    span_attribution,
+    valid_text,
+)
 from .billing import billing_attributes, emit_billing_record
 from .config import Settings
 from .cost import Cost, ImageGeneration, price_image_generation
@@ -413,9 +422,12 @@ def images_call_kind(
     """The kind of an Images call, read once per distinct set of arguments (apps repeat a few).
 
     The key holds each argument's type beside its value (`True == 1`, but `stream=1` is no
-    stream); an argument that cannot be a key (`extra_body`, a dict) makes the kind read afresh.
-    Bounded: the memo is emptied when full."""
+    stream). Only small values are kept as keys (short text, word-sized integers, flags, the SDK's
+    sentinels): anything else (`extra_body`, a dict; a megabyte string) makes the kind read
+    afresh, so the memo holds at most 256 small keys."""
     values = tuple(map(kwargs.get, IMAGE_REQUEST_ARGUMENTS))
+    if not all(map(_small, filter(_GIVEN, values))):
+        return _read_images_call_kind(runtime, operation, client, kwargs)
     key = (
         operation,
         type(client),
@@ -424,12 +436,9 @@ def images_call_kind(
         tuple(map(type, values)),
     )
     memo = runtime.images_call_kinds
-    try:
-        return memo[key]
-    except KeyError:
-        pass
-    except TypeError:  # an unhashable argument
-        return _read_images_call_kind(runtime, operation, client, kwargs)
+    known = memo.get(key)
+    if known is not None:
+        return known
     if len(memo) >= _IMAGES_CALL_KINDS_CAPACITY:
         memo.clear()
     kind = memo[key] = _read_images_call_kind(runtime, operation, client, kwargs)
@@ -437,6 +446,18 @@ def images_call_kind(
 
 
 _IMAGES_CALL_KINDS_CAPACITY = 256
+_SMALL_INT = 2**63
+_GIVEN = functools.partial(operator.is_not, None)  # most arguments are not passed: skipped in C
+
+
+def _small(value: object) -> bool:
+    """A (passed) argument value small enough to be kept in a memo key, and hashable."""
+    kind = type(value)
+    if kind is str:
+        return len(value) <= MAX_VALUE_CHARS  # type: ignore[arg-type]
+    if kind is int:
+        return -_SMALL_INT <= value <= _SMALL_INT  # type: ignore[operator]
+    return kind is bool or kind.__name__ in ("Omit", "NotGiven")
 
 
 def _read_images_call_kind(
