@@ -47,6 +47,7 @@ from .extract import (
     request_prompt,
     request_user,
 )
+from .memo import BoundedMemo
 from .prices import PriceTable
 from .safety import report_internal_error
 from .text_prices import price_svg_author
@@ -94,7 +95,7 @@ class Runtime:
     priced_responses: PricedResponses = field(default_factory=PricedResponses)
     billing: Logger | None = None  # where billing records go; None when they are turned off
     # What each kind of Images call asks for, resolved once per kind (see `images_call_kind`).
-    images_call_kinds: dict[Hashable, ImagesCallKind] = field(default_factory=dict)
+    images_call_kinds: BoundedMemo[Hashable, ImagesCallKind] = field(default_factory=lambda: BoundedMemo(256))
 
     def price(self, generation: ImageGeneration) -> Cost:
         if self.prices is None:
@@ -120,15 +121,12 @@ def server_of(client: Any) -> tuple[str | None, int | None]:
     known = _SERVERS.get(id(url))
     if known is not None and known[0] is url:
         return known[1], known[2]
-    if len(_SERVERS) >= _SERVERS_CAPACITY:
-        _SERVERS.clear()
     host, port = getattr(url, "host", None) or None, getattr(url, "port", None)
-    _SERVERS[id(url)] = (url, host, port)  # holding the URL keeps its id from being reused
+    _SERVERS.remember(id(url), (url, host, port))  # holding the URL keeps its id from being reused
     return host, port
 
 
-_SERVERS: dict[int, tuple[Any, str | None, int | None]] = {}
-_SERVERS_CAPACITY = 64
+_SERVERS: BoundedMemo[int, tuple[Any, str | None, int | None]] = BoundedMemo(64)
 
 
 def resolve_image_model(
@@ -439,13 +437,9 @@ def images_call_kind(
     known = memo.get(key)
     if known is not None:
         return known
-    if len(memo) >= _IMAGES_CALL_KINDS_CAPACITY:
-        memo.clear()
-    kind = memo[key] = _read_images_call_kind(runtime, operation, client, kwargs)
-    return kind
+    return memo.remember(key, _read_images_call_kind(runtime, operation, client, kwargs))
 
 
-_IMAGES_CALL_KINDS_CAPACITY = 256
 _SMALL_INT = 2**63
 _GIVEN = functools.partial(operator.is_not, None)  # most arguments are not passed: skipped in C
 

@@ -17,6 +17,7 @@ from typing import Any
 
 from .attribution import MAX_VALUE_CHARS, safe_value
 from .cost import INVALID_COUNT, ImageTokenUsage, SvgAuthorUsage
+from .memo import BoundedMemo
 
 GENERATE = "generate"
 EDIT = "edit"
@@ -75,16 +76,13 @@ def _field(obj: Any, name: str) -> Any:
         return obj.get(name)
     kind: type = type(obj)
     if _plain_model_field(kind, name):
-        if len(_PLAIN_NAMES) >= _PLAIN_NAMES_CAPACITY and kind not in _PLAIN_NAMES:
-            _PLAIN_NAMES.clear()
-        _PLAIN_NAMES[kind] = _PLAIN_NAMES.get(kind, frozenset()) | {name}
+        _PLAIN_NAMES.remember(kind, _PLAIN_NAMES.get(kind, frozenset()) | {name})
         return field(obj, name)  # now remembered: the fast path reads it
     return getattr(obj, name, None)
 
 
 # Per pydantic model class, the names `_plain_model_field` accepted: read from `__dict__` directly.
-_PLAIN_NAMES: dict[type, frozenset[str]] = {}
-_PLAIN_NAMES_CAPACITY = 1024
+_PLAIN_NAMES: BoundedMemo[type, frozenset[str]] = BoundedMemo(1024)
 _ABSENT = object()
 
 
@@ -122,7 +120,8 @@ def text(value: Any) -> str | None:
 
 
 def texts(values: tuple[Any, ...] | list[Any]) -> list[str | None]:
-    """`text` of each value; the common one, a short ASCII string, is checked in line."""
+    """`text` of each value; the common one, a short ASCII string, is checked in line (the same
+    test as `safe_value`'s own fast path, without a call per value)."""
     return [
         None
         if value is None

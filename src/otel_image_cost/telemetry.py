@@ -20,6 +20,7 @@ from opentelemetry.util.types import AttributeValue
 
 from .attribution import safe_value
 from .cost import MAX_SIZE_SIDE, Cost, ImageTokenUsage, SvgAuthorUsage
+from .memo import BoundedMemo
 
 # Semantic-convention names (GenAI).
 PROVIDER_NAME = "gen_ai.provider.name"
@@ -163,15 +164,10 @@ def _call_labels(values: tuple[AttributeValue | None, ...]) -> Mapping[str, Attr
     set of values: calls repeat a few models, qualities and sizes. Bounded: the memo is emptied
     when full, so hostile values cost their labels' making again, never memory."""
     try:
-        return _CALL_LABELS[values]
-    except KeyError:
-        pass
+        known = _CALL_LABELS.get(values)
     except TypeError:  # a value that cannot be a dict key (a list): made each time
         return _make_call_labels(values)
-    if len(_CALL_LABELS) >= _CALL_LABELS_CAPACITY:
-        _CALL_LABELS.clear()
-    labels = _CALL_LABELS[values] = _make_call_labels(values)
-    return labels
+    return known if known is not None else _CALL_LABELS.remember(values, _make_call_labels(values))
 
 
 def _make_call_labels(values: tuple[AttributeValue | None, ...]) -> Mapping[str, AttributeValue]:
@@ -187,8 +183,7 @@ def _make_call_labels(values: tuple[AttributeValue | None, ...]) -> Mapping[str,
     return MappingProxyType(labels)
 
 
-_CALL_LABELS: dict[tuple[AttributeValue | None, ...], Mapping[str, AttributeValue]] = {}
-_CALL_LABELS_CAPACITY = 1024
+_CALL_LABELS: BoundedMemo[tuple[AttributeValue | None, ...], Mapping[str, AttributeValue]] = BoundedMemo(1024)
 
 
 def token_attributes(usage: TokenCounts | None) -> Attributes:

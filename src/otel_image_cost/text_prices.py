@@ -19,6 +19,7 @@ from genai_prices.data_snapshot import get_snapshot
 from genai_prices.types import ModelPrice, StartDateConstraint, TieredPrices
 
 from .cost import Cost, SvgAuthorUsage
+from .memo import BoundedMemo
 
 __all__ = ["SVG_AUTHOR", "price_svg_author", "price_text_model"]
 
@@ -87,7 +88,6 @@ def price_text_model(
 
 # `calc_price`'s usage keys for the counts a Responses call reports, in `price_text_model`'s order.
 _TEXT_USAGE_KEYS: Final = ("input_tokens", "cache_read_tokens", "output_tokens")
-_TEXT_PRICES_CAPACITY: Final = 1024
 
 
 # A unit's rate: one Decimal, or tiered as (base, ((start, rate), ...) highest start first), where
@@ -139,15 +139,13 @@ class _TextPrices:
     day: date | None = None  # the UTC day `linear` holds for, when a dated price applies
 
 
-_TEXT_PRICES: dict[tuple[str, str | None], _TextPrices] = {}
+_TEXT_PRICES: BoundedMemo[tuple[str, str | None], _TextPrices] = BoundedMemo(1024)
 _TEXT_PRICES_LOCK = threading.Lock()
 
 
 def _remember_text_prices(key: tuple[str, str | None], known: _TextPrices) -> None:
     with _TEXT_PRICES_LOCK:
-        if key not in _TEXT_PRICES and len(_TEXT_PRICES) >= _TEXT_PRICES_CAPACITY:
-            _TEXT_PRICES.clear()
-        _TEXT_PRICES[key] = known
+        _TEXT_PRICES.remember(key, known)
 
 
 def _utc_today() -> date:
