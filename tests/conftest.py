@@ -15,7 +15,7 @@ import pytest
 from opentelemetry.sdk._logs import LoggerProvider
 from opentelemetry.sdk._logs import export as log_export
 from opentelemetry.sdk.metrics import MeterProvider
-from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+from opentelemetry.sdk.metrics.export import InMemoryMetricReader, MetricReader
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
@@ -33,12 +33,17 @@ sys.path.insert(0, str(ROOT / "examples"))
 class Telemetry:
     """What the plugin emitted, read back from the in-memory exporters."""
 
-    def __init__(self) -> None:
+    def __init__(
+        self,
+        tracer_provider: TracerProvider | None = None,
+        metric_reader: InMemoryMetricReader | None = None,
+        more_readers: tuple[MetricReader, ...] = (),
+    ) -> None:
         self.span_exporter = InMemorySpanExporter()
-        self.tracer_provider = TracerProvider()
+        self.tracer_provider = tracer_provider or TracerProvider()
         self.tracer_provider.add_span_processor(SimpleSpanProcessor(self.span_exporter))
-        self.metric_reader = InMemoryMetricReader()
-        self.meter_provider = MeterProvider(metric_readers=[self.metric_reader])
+        self.metric_reader = metric_reader or InMemoryMetricReader()
+        self.meter_provider = MeterProvider(metric_readers=[self.metric_reader, *more_readers])
         self.log_exporter = InMemoryLogs()
         self.logger_provider = LoggerProvider(shutdown_on_exit=False)
         self.logger_provider.add_log_record_processor(log_export.SimpleLogRecordProcessor(self.log_exporter))

@@ -19,11 +19,8 @@ import openai
 import pytest
 from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
 from opentelemetry.exporter.prometheus import PrometheusMetricReader
-from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 from opentelemetry.sdk.trace import SpanLimits, TracerProvider
-from opentelemetry.sdk.trace.export import SimpleSpanProcessor
-from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from prometheus_client import start_http_server
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -49,12 +46,8 @@ class Scraped(Telemetry):
     def __init__(
         self, tracer_provider: TracerProvider | None = None, metric_reader: InMemoryMetricReader | None = None
     ) -> None:
-        self.span_exporter = InMemorySpanExporter()
-        self.tracer_provider = tracer_provider or TracerProvider()
-        self.tracer_provider.add_span_processor(SimpleSpanProcessor(self.span_exporter))
-        self.metric_reader = metric_reader or InMemoryMetricReader()
         self.prometheus = PrometheusMetricReader()
-        self.meter_provider = MeterProvider(metric_readers=[self.metric_reader, self.prometheus])
+        super().__init__(tracer_provider, metric_reader, more_readers=(self.prometheus,))
         self.http, self.thread = start_http_server(0, addr="127.0.0.1")
 
     def scrape(self) -> dict[str, list[Any]]:
@@ -448,3 +441,32 @@ def test_captured_prompts_with_lone_surrogates_stay_exportable(
     assert first.attributes["openai.image.revised_prompts"] == (f"{long_prompt}\ufffd",)
     assert second.attributes["openai.image.prompt"] == "a fox\ufffd"
     assert encode_spans([first, second]).SerializeToString()
+
+
+def test_integers_otlp_cannot_carry_are_left_out_not_dropped_by_the_exporter(
+    telemetry: Telemetry,
+    instrumented: Any,
+    client: openai.OpenAI,
+    server: LocalOpenAIServer,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """OTLP integers are int64. A request for `n=10**30` (refused by the service) and an SVG usage
+    of 2**63 tokens leave those attributes out; everything else is kept and encodes whole."""
+    with pytest.raises(openai.BadRequestError):
+        client.images.generate(**FOX, n=10**30)
+    server.answer_with({"svg_usage": {"model": "gpt-5-mini", "input_tokens": 2**63, "output_tokens": 7}})
+    client.images.generate(**FOX, n=2**63 - 1, extra_body={"n": 1})
+    refused, answered = telemetry.spans()
+    assert "openai.image.n" not in (refused.attributes or {})
+    assert refused.attributes["error.type"] == "BadRequestError"
+    assert answered.attributes["openai.image.n"] == 2**63 - 1
+    assert answered.attributes["openai.image.svg.model"] == "gpt-5-mini"
+    assert answered.attributes["openai.image.usage.svg.output_tokens"] == 7
+    assert "openai.image.usage.svg.input_tokens" not in answered.attributes
+    assert [
+        (a["openai.image.cost.part"], a["openai.image.unpriced.reason"]) for a, _ in telemetry.sums(UNPRICED)
+    ] == [("svg_author", "invalid_usage")]
+    caplog.clear()
+    spans = encode_spans([refused, answered]).resource_spans[0].scope_spans[0].spans
+    assert [len(span.attributes) for span in spans] == [len(refused.attributes), len(answered.attributes)]
+    assert not caplog.records

@@ -6,8 +6,11 @@ Prometheus exporter. For every drawn call:
 - the app sees exactly what it sees with the plugin's instrumentation suppressed (same result,
   or the same exception type and message);
 - a scrape of the Prometheus exporter answers 200 and parses;
+- the call's spans and billing record pass the real OTLP encoders whole (OTLP integers are
+  int64: a hostile `n=10**30` must not make the encoder drop an attribute with an error);
 - every emitted cost is finite and >= 0;
-- a call that did not raise has exactly one priced or unpriced point for its image cost part;
+- a call that did not raise has exactly one priced or unpriced point for its image cost part
+  (an SVG answer adds one for its author's part);
 - the plugin logged no internal error.
 """
 
@@ -22,6 +25,8 @@ import openai
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from opentelemetry.exporter.otlp.proto.common._log_encoder import encode_logs
+from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
 from opentelemetry.instrumentation.utils import suppress_instrumentation
 from opentelemetry.sdk.metrics import Counter, Histogram
 from opentelemetry.sdk.metrics.export import AggregationTemporality, InMemoryMetricReader
@@ -71,6 +76,10 @@ answers = st.fixed_dictionaries(
         "size": st.one_of(sizes, st.integers(-(10**30), 10**30), st.none()),
         "quality": st.one_of(qualities, st.integers(), st.none()),
         "usage": usages,
+        "svg_usage": st.fixed_dictionaries(
+            {"model": st.one_of(st.none(), hostile_text), "input_tokens": counts, "output_tokens": counts},
+            optional={"reasoning_tokens": counts},
+        ),
     },
 )
 calls = st.fixed_dictionaries(
@@ -79,6 +88,7 @@ calls = st.fixed_dictionaries(
         "size": st.one_of(st.none(), sizes),
         "quality": st.one_of(st.none(), qualities),
         "user": st.one_of(st.none(), hostile_text),
+        "n": st.one_of(st.none(), st.integers(1, 2), st.integers(-(10**40), 10**40)),
     }
 )
 contexts = st.one_of(
@@ -101,7 +111,9 @@ def delta_telemetry() -> Iterator[Scraped]:
     telemetry = Scraped(metric_reader=InMemoryMetricReader(preferred_temporality=delta))
     instrumentor = OpenAIImageCostInstrumentor()
     instrumentor.instrument(
-        tracer_provider=telemetry.tracer_provider, meter_provider=telemetry.meter_provider
+        tracer_provider=telemetry.tracer_provider,
+        meter_provider=telemetry.meter_provider,
+        logger_provider=telemetry.logger_provider,
     )
     yield telemetry
     instrumentor.uninstrument()
@@ -164,6 +176,8 @@ def test_hostile_calls_keep_every_promise(
     caplog.clear()
     server.reset()
     delta_telemetry.metric_reader.get_metrics_data()  # start from an empty delta
+    delta_telemetry.span_exporter.clear()
+    delta_telemetry.log_exporter.clear()
     if answer:
         server.answer_with(answer, count=2)
     with suppress_instrumentation():
@@ -179,8 +193,17 @@ def test_hostile_calls_keep_every_promise(
     points, unpriced = last_call_points(delta_telemetry, "openai.image.cost", "openai.image.unpriced")
     assert all(math.isfinite(value) and value >= 0 for _, value in points), points
     if seen[0] == "returned":
-        image_parts = [a for a, _ in points if a["openai.image.cost.part"] == "image"]
-        assert len(image_parts) + len(unpriced) == 1, (points, unpriced)
+        image_parts = [a for a, _ in points + unpriced if a["openai.image.cost.part"] == "image"]
+        assert len(image_parts) == 1, (points, unpriced)
     else:
         assert points == [] and unpriced == []
     assert not [r for r in caplog.records if "internal error" in r.getMessage()]
+
+    caplog.clear()
+    spans, records = delta_telemetry.spans(), delta_telemetry.log_exporter.get_finished_logs()
+    assert len(spans) == 1 and len(delta_telemetry.records()) == 1
+    encoded = encode_spans(spans), encode_logs(records)
+    assert not caplog.records, [r.getMessage() for r in caplog.records]  # the encoders log what they drop
+    assert [
+        len(span.attributes) for s in encoded[0].resource_spans for ss in s.scope_spans for span in ss.spans
+    ] == [len(spans[0].attributes or {})]

@@ -464,11 +464,11 @@ def _read_images_call_kind(
     )
     default_quality, default_size = _DOCUMENTED_DEFAULTS.get(model or "", (None, None))
     attributes: t.Attributes = {
-        t.IMAGE_N: request.n,
         t.IMAGE_QUALITY: effective(None, request.quality, default_quality),
         t.IMAGE_SIZE: effective(None, request.size, default_size),
         **t.present(
             {
+                t.IMAGE_N: request.n,
                 t.IMAGE_MODEL: model,
                 t.IMAGE_MODEL_SOURCE: source,
                 t.IMAGE_PARTIAL_IMAGES_REQUESTED: request.partial_images,

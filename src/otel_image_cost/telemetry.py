@@ -201,8 +201,16 @@ def token_points(part: str, usage: TokenCounts | None) -> tuple[tuple[str, str, 
 
 
 def present(values: Mapping[str, AttributeValue | None]) -> Attributes:
-    """The attributes that have a value (OpenTelemetry attributes cannot be None)."""
-    return {key: value for key, value in values.items() if value is not None}
+    """The attributes that have a value OTLP can carry: not None, an integer only within int64
+    (the OTLP exporter drops a larger one with an error; a request may ask for `n=10**30`)."""
+    return {
+        key: value
+        for key, value in values.items()
+        if value is not None and (type(value) is not int or value in _INT64)
+    }
+
+
+_INT64 = range(-(2**63), 2**63)
 
 
 def usage_attributes(usage: ImageTokenUsage | None, usage_json: str | None) -> Attributes:
