@@ -221,12 +221,13 @@ def split_cost(cost: Cost, weights: Sequence[int]) -> list[Cost]:
     """Shares of `cost` proportional to `weights` (rule 7) whose components add up exactly to the whole.
 
     Each component is split in units of 1e-12 USD (finer if the component itself is finer) by the
-    largest-remainder method; all-zero weights split equally.
+    largest-remainder method; all-zero weights split equally. One share is the cost itself (a
+    Responses call with one image, the common case: splitting costs ~15 µs inside a call).
     """
     if any(weight < 0 for weight in weights):
         raise ValueError(f"weights must be >= 0, got {list(weights)}")
-    if not weights:
-        return []
+    if len(weights) < 2:
+        return [cost] * len(weights)
     effective = list(weights) if any(weights) else [1] * len(weights)
     split_components = {name: _split_amount(amount, effective) for name, amount in cost.components.items()}
     return [
@@ -246,8 +247,6 @@ def _split_amount(amount: Decimal, weights: Sequence[int]) -> list[Decimal]:
         raise ValueError(f"cannot split a non-finite amount {amount}")
     exponent = min(own_exponent, _SPLIT_MAX_EXPONENT)
     units = int(amount.scaleb(-exponent))
-    if len(weights) == 1:  # one share takes every unit (a Responses call with one image)
-        return [Decimal(units).scaleb(exponent)]
     total_weight = sum(weights)
     floors = [units * weight // total_weight for weight in weights]
     leftover = units - sum(floors)
