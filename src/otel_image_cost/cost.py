@@ -222,7 +222,7 @@ def split_cost(cost: Cost, weights: Sequence[int]) -> list[Cost]:
 
     Each component is split in units of 1e-12 USD (finer if the component itself is finer) by the
     largest-remainder method; all-zero weights split equally. One share is the cost itself (a
-    Responses call with one image, the common case: splitting costs ~15 µs inside a call).
+    Responses call with one image, the common case, skips rescaling every component: ~4.5 µs).
     """
     if any(weight < 0 for weight in weights):
         raise ValueError(f"weights must be >= 0, got {list(weights)}")
