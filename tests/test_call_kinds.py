@@ -10,6 +10,7 @@ import openai
 from otel_image_cost import OpenAIImageCostInstrumentor
 from otel_image_cost import instrumentor as patching
 from otel_image_cost.calls import Runtime, images_call_kind
+from otel_image_cost.extract import IMAGE_REQUEST_ARGUMENTS, image_request
 
 
 def _runtime() -> Runtime:
@@ -81,3 +82,23 @@ def test_only_small_arguments_are_kept_as_keys(
     assert len(runtime.images_call_kinds) == before
     images_call_kind(runtime, "generate", client, {"model": "gpt-image-1", "n": 2, "stream": False})
     assert len(runtime.images_call_kinds) == before + 1
+
+
+class _Reads(dict[str, Any]):
+    """Arguments that note every name read from them."""
+
+    read: set[str]
+
+    def get(self, key: str, default: Any = None) -> Any:
+        self.read.add(key)
+        return super().get(key, default)
+
+
+def test_the_memo_key_holds_every_argument_the_request_reads() -> None:
+    """A call kind is keyed by `IMAGE_REQUEST_ARGUMENTS`: an argument `image_request` reads that is
+    not among them would let two calls that ask for different things share a kind."""
+    arguments = _Reads(model="gpt-image-1", extra_body=_Reads())
+    arguments.read, arguments["extra_body"].read = set(), set()
+    image_request("generate", arguments)
+    assert arguments.read == set(IMAGE_REQUEST_ARGUMENTS)
+    assert arguments["extra_body"].read <= set(IMAGE_REQUEST_ARGUMENTS)

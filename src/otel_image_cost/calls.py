@@ -440,7 +440,6 @@ def images_call_kind(
     return memo.remember(key, _read_images_call_kind(runtime, operation, client, kwargs))
 
 
-_SMALL_INT = 2**63
 _GIVEN = functools.partial(operator.is_not, None)  # most arguments are not passed: skipped in C
 
 
@@ -450,7 +449,7 @@ def _small(value: object) -> bool:
     if kind is str:
         return len(value) <= MAX_VALUE_CHARS  # type: ignore[arg-type]
     if kind is int:
-        return -_SMALL_INT <= value <= _SMALL_INT  # type: ignore[operator]
+        return value in t.INT64
     return kind is bool or kind.__name__ in ("Omit", "NotGiven")
 
 

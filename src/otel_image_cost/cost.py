@@ -157,8 +157,7 @@ class Cost:
     total: Decimal | None = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        total = None if self.source == "unknown" else sum(self.components.values(), Decimal(0))
-        self.total = total
+        self.total = None if self.source == "unknown" else sum(self.components.values(), Decimal(0))
 
 
 class _Unpriceable(Exception):

@@ -21,6 +21,7 @@ from .extract import (
     image_token_usage,
     integer,
     items,
+    request_user,
     svg_author_usage,
     text,
     texts,
@@ -128,7 +129,7 @@ def responses_request(
         tool=tool,
         stream=given(kwargs, "stream") is True,
         background=given(kwargs, "background") is True,
-        user=text(given(kwargs, "safety_identifier")) or text(given(kwargs, "user")),
+        user=request_user(kwargs),
         response_id=response_id,
         prompt=prompt if isinstance(prompt, str) else None,
     )

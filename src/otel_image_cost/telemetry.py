@@ -206,11 +206,11 @@ def present(values: Mapping[str, AttributeValue | None]) -> Attributes:
     return {
         key: value
         for key, value in values.items()
-        if value is not None and (type(value) is not int or value in _INT64)
+        if value is not None and (type(value) is not int or value in INT64)
     }
 
 
-_INT64 = range(-(2**63), 2**63)
+INT64 = range(-(2**63), 2**63)  # the integers an OTLP attribute can carry
 
 
 def usage_attributes(usage: ImageTokenUsage | None, usage_json: str | None) -> Attributes:
